@@ -1,0 +1,1 @@
+/* api/status_server.c - placeholder until its module lands. */

@@ -1,0 +1,2 @@
+/* cli/crouter_main.c - placeholder. */
+int main(void) { return 0; }

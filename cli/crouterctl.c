@@ -1,0 +1,2 @@
+/* cli/crouterctl.c - placeholder. */
+int main(void) { return 0; }

@@ -1,0 +1,1 @@
+/* config/config.c - placeholder until its module lands. */

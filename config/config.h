@@ -1,0 +1,109 @@
+/* config/config.h - crouter's configuration: gorouter's YAML keys and defaults.
+ *
+ * cr_config_load_file() reads a gorouter-style YAML file, fills every default,
+ * validates, and returns an immutable cr_config_t that the rest of the router
+ * borrows for its whole life. Unknown keys are collected as warnings (gorouter
+ * configs carry many keys crouter does not implement); a wrong type or value
+ * is an error whose message names the key and the line.
+ *
+ * Durations are Go-style strings ("120s", "5m", "500ms", "1h30m"); a bare 0 is
+ * accepted (as yaml.v3 does), other bare numbers are an error. All durations
+ * are stored in nanoseconds.
+ */
+#ifndef CR_CONFIG_CONFIG_H
+#define CR_CONFIG_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    CR_LB_ROUND_ROBIN = 0,
+    CR_LB_LEAST_CONNECTION,
+} cr_lb_algo_t;
+
+typedef struct {
+    char *hostname; /* owned */
+    uint16_t port;
+} cr_nats_host_t;
+
+typedef struct cr_config {
+    /* proxy */
+    uint16_t port;                       /* port: 8081 */
+    uint32_t workers;                    /* workers: 0 in YAML = one per core; resolved here (>= 1) */
+    int64_t endpoint_timeout_ns;         /* endpoint_timeout: 60s */
+    int64_t endpoint_dial_timeout_ns;    /* endpoint_dial_timeout: 5s */
+    int64_t frontend_idle_timeout_ns;    /* frontend_idle_timeout: 900s */
+    int64_t read_header_timeout_ns;      /* read_header_timeout: 30s (gorouter 0 = none; crouter defends slowloris) */
+    uint32_t max_request_header_bytes;   /* max_request_header_bytes: 0 => 1 MiB; clamped to 1 MiB */
+    uint32_t max_request_headers;        /* max_request_headers: 0 => 200 */
+    bool disable_keep_alives;            /* disable_keep_alives: false (unlike gorouter: keep-alive to backends on) */
+    uint32_t backends_max_conns;         /* backends.max_conns: 0 = unlimited */
+    uint32_t backends_max_attempts;      /* backends.max_attempts: 3 (0 => 1) */
+    cr_lb_algo_t balancing_algorithm;    /* balancing_algorithm: round-robin | least-connection */
+    bool empty_pool_response_code_503;   /* empty_pool_response_code_503: false */
+    int64_t empty_pool_timeout_ns;       /* empty_pool_timeout: 0 */
+    int64_t drain_wait_ns;               /* drain_wait: 0 */
+    int64_t drain_timeout_ns;            /* drain_timeout: 0 => endpoint_timeout */
+
+    /* sticky sessions */
+    char **sticky_session_cookie_names;  /* owned; default [JSESSIONID] */
+    size_t sticky_session_cookie_names_len;
+    bool sticky_sessions_for_auth_negotiate; /* false */
+    bool secure_cookies;                 /* false */
+
+    /* registry and NATS */
+    cr_nats_host_t *nats_hosts;          /* owned; default [{localhost, 4222}] */
+    size_t nats_hosts_len;
+    char *nats_user;                     /* owned, "" when unset */
+    char *nats_pass;                     /* owned, "" when unset */
+    int64_t droplet_stale_threshold_ns;  /* droplet_stale_threshold: 120s; raised to start_response_delay_interval if smaller */
+    int64_t prune_stale_droplets_interval_ns; /* prune_stale_droplets_interval: 30s; 0 disables pruning */
+    int64_t start_response_delay_interval_ns; /* start_response_delay_interval: 5s */
+    int64_t publish_start_message_interval_ns; /* publish_start_message_interval: 30s; 0 disables */
+    bool suspend_pruning_if_nats_unavailable; /* false */
+
+    /* status API */
+    char *status_host;                   /* status.host: "0.0.0.0" */
+    uint16_t status_port;                /* status.port: 8080 */
+    char *status_user;                   /* status.user: "" */
+    char *status_pass;                   /* status.pass: "" */
+    uint16_t status_routes_port;         /* status.routes.port: 8082, bound to 127.0.0.1 */
+
+    /* logs and process */
+    char *access_log_file;               /* access_log.file: "" = no access log */
+    char *logging_level;                 /* logging.level: "info" (validated) */
+    char *pid_file;                      /* pid_file: "" */
+    uint32_t index;                      /* index: 0 */
+    char *zone;                          /* zone: "" */
+
+    /* Warnings gathered while loading ("unknown key 'x' (line 7)"), owned. */
+    char **warnings;
+    size_t warnings_len;
+} cr_config_t;
+
+/* Returns a config holding every default. Never NULL. Caller owns it. */
+cr_config_t *cr_config_defaults(void);
+
+/* Loads and validates a YAML file. On success returns a config the caller
+ * owns; on failure returns NULL and writes a one-line message naming the key
+ * and line (e.g. "config.yml:12: endpoint_timeout: invalid duration \"5x\"")
+ * into err. */
+cr_config_t *cr_config_load_file(const char *path, char *err, size_t err_cap);
+
+/* The same from a buffer; name is used in messages (e.g. the file name). */
+cr_config_t *cr_config_load_string(const char *yaml, size_t len, const char *name,
+                                   char *err, size_t err_cap);
+
+/* Accepts NULL. */
+void cr_config_destroy(cr_config_t *cfg);
+
+/* Parses a Go duration ("1h30m", "500ms", "-1.5h", "0"). Units: ns, us, µs,
+ * ms, s, m, h. Returns 0 and the value in nanoseconds, or CR_EBAD. */
+int cr_duration_parse(const char *s, int64_t *out_ns);
+
+/* "round-robin" / "least-connection" <-> enum. Parse returns 0 or CR_EBAD. */
+int cr_lb_algo_parse(const char *s, cr_lb_algo_t *out);
+const char *cr_lb_algo_name(cr_lb_algo_t algo);
+
+#endif

@@ -1,0 +1,1 @@
+/* config/duration.c - placeholder until its module lands. */

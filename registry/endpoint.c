@@ -1,0 +1,1 @@
+/* registry/endpoint.c - placeholder until its module lands. */

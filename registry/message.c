@@ -1,0 +1,1 @@
+/* registry/message.c - placeholder until its module lands. */

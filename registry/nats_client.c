@@ -1,0 +1,1 @@
+/* registry/nats_client.c - placeholder until its module lands. */

@@ -1,0 +1,58 @@
+/* registry/nats_client.h - feeds the registry from NATS and announces the router.
+ *
+ * Connects (nats.c) to every configured server with user/pass, reconnecting
+ * forever; subscribes router.register and router.unregister with pending
+ * limits large enough for a 200,000-message burst; answers router.greet and
+ * publishes router.start on connect, after every reconnect and every
+ * publish_start_message_interval. Unlike gorouter, a router that cannot
+ * reach NATS at start keeps trying instead of exiting.
+ * Threads: nats.c's own; the getters below are safe from any thread.
+ */
+#ifndef CR_REGISTRY_NATS_CLIENT_H
+#define CR_REGISTRY_NATS_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "registry/registry.h"
+
+typedef struct cr_nats_client cr_nats_client_t;
+
+typedef struct cr_nats_stats {
+    uint64_t messages_received;   /* register + unregister messages */
+    uint64_t messages_rejected;   /* failed to decode or validate */
+    uint64_t registers;
+    uint64_t unregisters;
+    uint64_t greets_answered;
+    uint64_t starts_published;
+    uint64_t reconnects;
+    uint64_t dropped;             /* reported by the NATS client as dropped (slow consumer) */
+} cr_nats_stats_t;
+
+/* Creates the client; borrows cfg and reg for its whole life. Does not
+ * connect yet. */
+cr_nats_client_t *cr_nats_client_create(const cr_config_t *cfg, cr_registry_t *reg);
+
+/* Starts connecting in the background; returns at once. 0 or -1 when the
+ * options are unusable. */
+int cr_nats_client_start(cr_nats_client_t *nc);
+
+/* Disconnects and frees. Accepts NULL. */
+void cr_nats_client_destroy(cr_nats_client_t *nc);
+
+bool cr_nats_client_is_connected(const cr_nats_client_t *nc);
+
+/* Monotonic time at which the current connection was established; 0 when
+ * disconnected. */
+int64_t cr_nats_client_connected_since_ns(const cr_nats_client_t *nc);
+
+/* "<index>-<uuid>", fixed for the process. */
+const char *cr_nats_client_router_id(const cr_nats_client_t *nc);
+
+void cr_nats_client_get_stats(const cr_nats_client_t *nc, cr_nats_stats_t *out);
+
+/* Adapter for cr_pruner_start(): arg is the cr_nats_client_t. */
+bool cr_nats_client_up_fn(void *arg);
+
+#endif

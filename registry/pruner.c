@@ -1,0 +1,1 @@
+/* registry/pruner.c - placeholder until its module lands. */

@@ -1,0 +1,1 @@
+/* registry/route_table.c - placeholder until its module lands. */

@@ -1,0 +1,1 @@
+/* router/access_log.c - placeholder until its module lands. */

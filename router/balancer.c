@@ -1,0 +1,1 @@
+/* router/balancer.c - placeholder until its module lands. */

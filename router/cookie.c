@@ -1,0 +1,1 @@
+/* router/cookie.c - placeholder until its module lands. */

@@ -1,0 +1,1 @@
+/* router/errors.c - placeholder until its module lands. */

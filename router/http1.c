@@ -1,0 +1,1 @@
+/* router/http1.c - placeholder until its module lands. */

@@ -1,0 +1,1 @@
+/* router/proxy.c - placeholder until its module lands. */

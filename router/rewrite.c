@@ -1,0 +1,1 @@
+/* router/rewrite.c - placeholder until its module lands. */

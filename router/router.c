@@ -1,0 +1,1 @@
+/* router/router.c - placeholder until its module lands. */

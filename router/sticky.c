@@ -1,0 +1,1 @@
+/* router/sticky.c - placeholder until its module lands. */

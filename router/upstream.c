@@ -1,0 +1,1 @@
+/* router/upstream.c - placeholder until its module lands. */

@@ -1,0 +1,1 @@
+/* router/worker.c - placeholder until its module lands. */
