@@ -42,8 +42,17 @@ const cr_proxy_error_info_t *cr_proxy_error_info(cr_proxy_error_t err);
  * to endpoint_failure as "endpoint_failure (<reason>)". The response has
  * Connection: close unless keep_alive. Returns bytes written, or
  * CR_ETOOBIG when cap is too small. Values are sanitised: no CR/LF from
- * detail or reason reaches a header. */
+ * detail or reason reaches a header. A message with several "%s"
+ * (UNKNOWN_INSTANCE: index, guid, host) takes them from detail in order,
+ * separated by NUL bytes ("3\0guid\0host", detail_len covering all). */
 int cr_proxy_error_write(cr_proxy_error_t err, const char *detail, size_t detail_len,
                          const char *reason, bool keep_alive, char *out, size_t cap);
+
+/* Writes the X-Cf-Routererror value of err ("endpoint_failure (<reason>)"
+ * for ENDPOINT_FAILURE and CLIENT_CLOSED), sanitised and NUL-terminated,
+ * into out, e.g. for the access log. Returns its length (0 when the kind
+ * has none), truncating to cap - 1. */
+size_t cr_proxy_error_router_error(cr_proxy_error_t err, const char *reason, char *out,
+                                   size_t cap);
 
 #endif
