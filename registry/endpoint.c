@@ -1,1 +1,372 @@
-/* registry/endpoint.c - placeholder until its module lands. */
+/* registry/endpoint.c - refcounted endpoints and immutable pool snapshots.
+ *
+ * An endpoint is one allocation: the public struct, a hidden back-reference
+ * to its route's key, the tags array and every string, packed. That keeps it
+ * well under 400 bytes plus its strings and makes the last release one free().
+ * Endpoints belong to one route (their context_path is the route's cookie
+ * Path), so a message with three uris creates three endpoints.
+ *
+ * A pool is also one allocation: an rcu_head in front (hidden), the public
+ * cr_pool_t with its endpoint array, then an open-addressing index of
+ * uint32 slots keyed by private_instance_id and by addr, with at least
+ * twice as many slots as keys so probes stay short.
+ *
+ * Threads: creation and pool building run on writers (NATS thread, pruner)
+ * under the table's mutex; lookups, retain and release on any thread; pool
+ * frees run on liburcu's call_rcu thread. Owns: endpoints (through their
+ * refcount) and pools.
+ */
+#include "registry/internal.h"
+#include "registry/registry.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdalign.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <urcu/urcu-memb.h>
+
+#include "common/defs.h"
+#include "common/xalloc.h"
+
+char cr_registry__gp_sync;
+
+typedef struct endpoint_box {
+    cr_endpoint_t pub;
+    const char *route_key; /* points into the same allocation */
+} endpoint_box_t;
+
+typedef struct pool_hdr {
+    struct rcu_head rcu;
+} pool_hdr_t;
+
+#define POOL_HDR_SIZE ((sizeof(pool_hdr_t) + 15) & ~(size_t)15)
+
+static cr_pool_t empty_pool; /* len 0, no index; never freed */
+
+/* --- addresses --------------------------------------------------------- */
+
+size_t cr_registry__format_addr(const cr_register_msg_t *msg, char *buf, size_t cap)
+{
+    unsigned port = msg->tls_port ? msg->tls_port : msg->port;
+    const char *h = msg->host ? msg->host : "";
+    bool v6 = strchr(h, ':') != NULL && h[0] != '[';
+    int n = snprintf(buf, cap, v6 ? "[%s]:%u" : "%s:%u", h, port);
+    if (n < 0)
+        n = 0;
+    return (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
+int cr_registry__resolve(const cr_register_msg_t *msg, bool allow_dns, cr_registry__sockaddr_t *out)
+{
+    memset(out, 0, sizeof *out);
+    uint16_t port = msg->tls_port ? msg->tls_port : msg->port;
+    const char *h = msg->host;
+    if (!h)
+        return 0;
+
+    struct sockaddr_in *in = (struct sockaddr_in *)&out->ss;
+    if (inet_pton(AF_INET, h, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons(port);
+        out->len = sizeof *in;
+        return 0;
+    }
+    char v6[INET6_ADDRSTRLEN + 2];
+    size_t hl = strlen(h);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']' && hl - 2 < sizeof v6) {
+        memcpy(v6, h + 1, hl - 2);
+        v6[hl - 2] = '\0';
+        h = v6;
+    }
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&out->ss;
+    if (inet_pton(AF_INET6, h, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(port);
+        out->len = sizeof *in6;
+        return 0;
+    }
+    if (!allow_dns)
+        return CR_AGAIN;
+
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_NUMERICSERV };
+    char ports[8];
+    snprintf(ports, sizeof ports, "%u", port);
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(h, ports, &hints, &res) == 0 && res) {
+        if (res->ai_addrlen <= sizeof out->ss) {
+            memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
+            out->len = res->ai_addrlen;
+        }
+    }
+    if (res)
+        freeaddrinfo(res);
+    return 0;
+}
+
+int64_t cr_registry__ttl_s(const cr_register_msg_t *msg, int64_t droplet_stale_threshold_ns)
+{
+    int64_t cap_s = droplet_stale_threshold_ns / CR_NS_PER_SEC;
+    int64_t t = msg->stale_threshold_in_seconds;
+    return (t > 0 && t <= cap_s) ? t : cap_s;
+}
+
+/* --- endpoints --------------------------------------------------------- */
+
+static size_t str_size(const char *s)
+{
+    return s ? strlen(s) + 1 : 0;
+}
+
+/* Copies s to *cursor and advances it; NULL stays NULL. */
+static char *pack(char **cursor, const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = *cursor;
+    memcpy(d, s, n);
+    *cursor += n;
+    return d;
+}
+
+cr_endpoint_t *cr_registry__endpoint_create(const cr_register_msg_t *msg, const char *context_path,
+                                            const char *route_key, int64_t ttl_s,
+                                            const cr_registry__sockaddr_t *sa, int64_t now_ns)
+{
+    char addr[CR_REGISTRY_ADDR_MAX];
+    cr_registry__format_addr(msg, addr, sizeof addr);
+    const char *protocol = msg->protocol ? msg->protocol : "http1";
+
+    size_t head = sizeof(endpoint_box_t);
+    head = (head + alignof(cr_tag_t) - 1) & ~(alignof(cr_tag_t) - 1);
+    size_t total = head + msg->tags_len * sizeof(cr_tag_t);
+    total += str_size(addr) + str_size(msg->host) + str_size(msg->private_instance_id) +
+             str_size(msg->private_instance_index) + str_size(msg->app) +
+             str_size(msg->route_service_url) + str_size(msg->server_cert_domain_san) +
+             str_size(msg->isolation_segment) + str_size(protocol) +
+             str_size(msg->availability_zone) + str_size(context_path) + str_size(route_key);
+    for (size_t i = 0; i < msg->tags_len; i++)
+        total += str_size(msg->tags[i].key) + str_size(msg->tags[i].value);
+
+    char *block = cr_xmalloc(total);
+    endpoint_box_t *box = (endpoint_box_t *)block;
+    memset(box, 0, sizeof *box);
+    cr_endpoint_t *ep = &box->pub;
+    char *cur = block + head + msg->tags_len * sizeof(cr_tag_t);
+
+    ep->addr = pack(&cur, addr);
+    ep->host = pack(&cur, msg->host);
+    ep->port = msg->tls_port ? msg->tls_port : msg->port;
+    ep->tls = msg->tls_port != 0;
+    ep->has_tags = msg->has_tags;
+    ep->lb_algo = msg->lb_algo;
+    if (sa && sa->len > 0 && sa->len <= sizeof ep->sockaddr) {
+        memcpy(&ep->sockaddr, &sa->ss, sa->len);
+        ep->sockaddr_len = sa->len;
+    }
+    ep->private_instance_id = pack(&cur, msg->private_instance_id);
+    ep->private_instance_index = pack(&cur, msg->private_instance_index);
+    ep->app = pack(&cur, msg->app);
+    ep->route_service_url = pack(&cur, msg->route_service_url);
+    ep->server_cert_domain_san = pack(&cur, msg->server_cert_domain_san);
+    ep->isolation_segment = pack(&cur, msg->isolation_segment);
+    ep->protocol = pack(&cur, protocol);
+    ep->availability_zone = pack(&cur, msg->availability_zone);
+    if (msg->tags_len > 0) {
+        ep->tags = (cr_tag_t *)(block + head);
+        ep->tags_len = msg->tags_len;
+        for (size_t i = 0; i < msg->tags_len; i++) {
+            ep->tags[i].key = pack(&cur, msg->tags[i].key);
+            ep->tags[i].value = pack(&cur, msg->tags[i].value);
+        }
+    }
+    ep->context_path = pack(&cur, context_path);
+    box->route_key = pack(&cur, route_key);
+    ep->ttl_s = ttl_s;
+    ep->endpoint_updated_at_ns = msg->endpoint_updated_at_ns;
+    atomic_init(&ep->refreshed_at_ns, now_ns);
+    atomic_init(&ep->failed_at_ns, 0);
+    atomic_init(&ep->in_flight, 0);
+    atomic_init(&ep->refcount, 1);
+    return ep;
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+    if (!a || !b)
+        return a == b;
+    return strcmp(a, b) == 0;
+}
+
+static bool tags_eq(const cr_endpoint_t *ep, const cr_register_msg_t *msg)
+{
+    if (ep->has_tags != msg->has_tags || ep->tags_len != msg->tags_len)
+        return false;
+    /* Maps: order does not matter, keys are unique within each side. */
+    for (size_t i = 0; i < msg->tags_len; i++) {
+        size_t j = i < ep->tags_len && strcmp(ep->tags[i].key, msg->tags[i].key) == 0 ? i : SIZE_MAX;
+        for (size_t k = 0; j == SIZE_MAX && k < ep->tags_len; k++) {
+            if (strcmp(ep->tags[k].key, msg->tags[i].key) == 0)
+                j = k;
+        }
+        if (j == SIZE_MAX || strcmp(ep->tags[j].value, msg->tags[i].value) != 0)
+            return false;
+    }
+    return true;
+}
+
+bool cr_registry__endpoint_matches(const cr_endpoint_t *ep, const cr_register_msg_t *msg, int64_t ttl_s)
+{
+    uint16_t port = msg->tls_port ? msg->tls_port : msg->port;
+    return ep->port == port && ep->tls == (msg->tls_port != 0) && ep->ttl_s == ttl_s &&
+           ep->endpoint_updated_at_ns == msg->endpoint_updated_at_ns &&
+           ep->lb_algo == msg->lb_algo && str_eq(ep->host, msg->host) &&
+           str_eq(ep->private_instance_id, msg->private_instance_id) &&
+           str_eq(ep->private_instance_index, msg->private_instance_index) &&
+           str_eq(ep->app, msg->app) && str_eq(ep->route_service_url, msg->route_service_url) &&
+           str_eq(ep->server_cert_domain_san, msg->server_cert_domain_san) &&
+           str_eq(ep->isolation_segment, msg->isolation_segment) &&
+           str_eq(ep->protocol, msg->protocol ? msg->protocol : "http1") &&
+           str_eq(ep->availability_zone, msg->availability_zone) && tags_eq(ep, msg);
+}
+
+const char *cr_registry__endpoint_route_key(const cr_endpoint_t *ep)
+{
+    return CR_CONTAINER_OF(ep, endpoint_box_t, pub)->route_key;
+}
+
+cr_endpoint_t *cr_endpoint_retain(cr_endpoint_t *ep)
+{
+    if (ep)
+        atomic_fetch_add_explicit(&ep->refcount, 1, memory_order_relaxed);
+    return ep;
+}
+
+void cr_endpoint_release(cr_endpoint_t *ep)
+{
+    if (!ep)
+        return;
+    if (atomic_fetch_sub_explicit(&ep->refcount, 1, memory_order_acq_rel) == 1)
+        free(CR_CONTAINER_OF(ep, endpoint_box_t, pub));
+}
+
+/* --- pools ------------------------------------------------------------- */
+
+/* FNV-1a; keys are short (uuids, "10.0.0.1:61000"). */
+static uint32_t hash_bytes(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 16777619u;
+    }
+    return h ^ (h >> 15);
+}
+
+/* have (NUL-terminated or NULL) equals want[0..want_len), which may hold NULs. */
+static bool key_eq(const char *have, const char *want, size_t want_len)
+{
+    return have && strnlen(have, want_len + 1) == want_len && memcmp(have, want, want_len) == 0;
+}
+
+static void index_put(cr_pool_t *pool, const char *key, uint32_t slot_value)
+{
+    uint32_t i = hash_bytes(key, strlen(key)) & pool->id_index_mask;
+    while (pool->id_index[i] != 0)
+        i = (i + 1) & pool->id_index_mask;
+    pool->id_index[i] = slot_value;
+}
+
+cr_pool_t *cr_registry__pool_empty(void)
+{
+    return &empty_pool;
+}
+
+cr_pool_t *cr_registry__pool_create(cr_endpoint_t *const *eps, uint32_t n)
+{
+    if (n == 0)
+        return &empty_pool;
+    uint32_t slots = 4;
+    while (slots < 4 * n)
+        slots <<= 1;
+    size_t body = sizeof(cr_pool_t) + n * sizeof(cr_endpoint_t *);
+    body = (body + alignof(uint32_t) - 1) & ~(alignof(uint32_t) - 1);
+    char *block = cr_xmalloc(POOL_HDR_SIZE + body + slots * sizeof(uint32_t));
+    cr_pool_t *pool = (cr_pool_t *)(block + POOL_HDR_SIZE);
+    pool->len = n;
+    pool->id_index_mask = slots - 1;
+    pool->id_index = (uint32_t *)((char *)pool + body);
+    memset(pool->id_index, 0, slots * sizeof(uint32_t));
+    for (uint32_t i = 0; i < n; i++) {
+        pool->endpoints[i] = cr_endpoint_retain(eps[i]);
+        if (eps[i]->private_instance_id)
+            index_put(pool, eps[i]->private_instance_id, i + 1);
+        index_put(pool, eps[i]->addr, i + 1);
+    }
+    return pool;
+}
+
+void cr_registry__pool_free(cr_pool_t *pool)
+{
+    if (!pool || pool == &empty_pool)
+        return;
+    for (uint32_t i = 0; i < pool->len; i++)
+        cr_endpoint_release(pool->endpoints[i]);
+    free((char *)pool - POOL_HDR_SIZE);
+}
+
+static void pool_free_cb(struct rcu_head *head)
+{
+    CR_TSAN_ACQUIRE(&cr_registry__gp_sync);
+    cr_registry__pool_free((cr_pool_t *)((char *)head + POOL_HDR_SIZE));
+}
+
+void cr_registry__pool_free_deferred(cr_pool_t *pool)
+{
+    if (!pool || pool == &empty_pool)
+        return;
+    pool_hdr_t *hdr = (pool_hdr_t *)((char *)pool - POOL_HDR_SIZE);
+    urcu_memb_call_rcu(&hdr->rcu, pool_free_cb);
+}
+
+int cr_registry__pool_index_of_addr(const cr_pool_t *pool, const char *addr, size_t addr_len)
+{
+    if (pool->len == 0)
+        return -1;
+    uint32_t i = hash_bytes(addr, addr_len) & pool->id_index_mask;
+    for (uint32_t v; (v = pool->id_index[i]) != 0; i = (i + 1) & pool->id_index_mask) {
+        if (key_eq(pool->endpoints[v - 1]->addr, addr, addr_len))
+            return (int)(v - 1);
+    }
+    return -1;
+}
+
+cr_endpoint_t *cr_pool_find_by_id(const cr_pool_t *pool, const char *id, size_t id_len)
+{
+    if (!pool || pool->len == 0 || !id || id_len == 0)
+        return NULL;
+    uint32_t i = hash_bytes(id, id_len) & pool->id_index_mask;
+    for (uint32_t v; (v = pool->id_index[i]) != 0; i = (i + 1) & pool->id_index_mask) {
+        cr_endpoint_t *ep = pool->endpoints[v - 1];
+        if (key_eq(ep->private_instance_id, id, id_len) || key_eq(ep->addr, id, id_len))
+            return ep;
+    }
+    return NULL;
+}
+
+cr_endpoint_t *cr_pool_find_by_app_index(const cr_pool_t *pool, const char *app_guid,
+                                         size_t app_guid_len, const char *index, size_t index_len)
+{
+    if (!pool || !app_guid || !index)
+        return NULL;
+    for (uint32_t i = 0; i < pool->len; i++) {
+        cr_endpoint_t *ep = pool->endpoints[i];
+        if (key_eq(ep->app, app_guid, app_guid_len) &&
+            key_eq(ep->private_instance_index, index, index_len))
+            return ep;
+    }
+    return NULL;
+}

@@ -1,1 +1,317 @@
-/* registry/message.c - placeholder until its module lands. */
+/* registry/message.c - decodes router.register / router.unregister payloads.
+ *
+ * Mirrors Go's encoding/json on gorouter's RegistryMessage: object keys match
+ * field names case-insensitively, unknown keys are ignored, the last of
+ * duplicate keys wins, and JSON null leaves a scalar field as it was (but
+ * clears "tags" and "uris", which are a map and a slice in Go). Any type
+ * mismatch rejects the whole message. Unlike gorouter, host, a port and at
+ * least one non-empty uri are required.
+ *
+ * The decode runs in two passes: the first walks the object's keys once and
+ * remembers (borrowed) the jansson value of each known field, the second
+ * checks types and copies into the output. That keeps the key matching to one
+ * table scan per key and makes "last duplicate wins" free.
+ * Threads: any; no shared state. Owns nothing beyond the output it fills.
+ */
+#include "registry/message.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/defs.h"
+#include "common/xalloc.h"
+
+enum field {
+    F_HOST,
+    F_PORT,
+    F_TLS_PORT,
+    F_URIS,
+    F_APP,
+    F_PRIVATE_INSTANCE_ID,
+    F_PRIVATE_INSTANCE_INDEX,
+    F_TAGS,
+    F_STALE_THRESHOLD,
+    F_ROUTE_SERVICE_URL,
+    F_SERVER_CERT_DOMAIN_SAN,
+    F_ISOLATION_SEGMENT,
+    F_PROTOCOL,
+    F_AVAILABILITY_ZONE,
+    F_ENDPOINT_UPDATED_AT_NS,
+    F_OPTIONS,
+    F_COUNT
+};
+
+static const struct {
+    const char *name;
+    size_t len;
+} field_names[F_COUNT] = {
+#define FIELD(id, s) [id] = { s, sizeof(s) - 1 }
+    FIELD(F_HOST, "host"),
+    FIELD(F_PORT, "port"),
+    FIELD(F_TLS_PORT, "tls_port"),
+    FIELD(F_URIS, "uris"),
+    FIELD(F_APP, "app"),
+    FIELD(F_PRIVATE_INSTANCE_ID, "private_instance_id"),
+    FIELD(F_PRIVATE_INSTANCE_INDEX, "private_instance_index"),
+    FIELD(F_TAGS, "tags"),
+    FIELD(F_STALE_THRESHOLD, "stale_threshold_in_seconds"),
+    FIELD(F_ROUTE_SERVICE_URL, "route_service_url"),
+    FIELD(F_SERVER_CERT_DOMAIN_SAN, "server_cert_domain_san"),
+    FIELD(F_ISOLATION_SEGMENT, "isolation_segment"),
+    FIELD(F_PROTOCOL, "protocol"),
+    FIELD(F_AVAILABILITY_ZONE, "availability_zone"),
+    FIELD(F_ENDPOINT_UPDATED_AT_NS, "endpoint_updated_at_ns"),
+    FIELD(F_OPTIONS, "options"),
+#undef FIELD
+};
+
+static void set_err(char *err, size_t err_cap, const char *fmt, const char *what)
+{
+    if (err && err_cap > 0)
+        snprintf(err, err_cap, fmt, what);
+}
+
+static int find_field(const char *key, size_t key_len)
+{
+    for (int i = 0; i < F_COUNT; i++) {
+        if (field_names[i].len == key_len && strncasecmp(field_names[i].name, key, key_len) == 0)
+            return i;
+    }
+    return -1;
+}
+
+/* A string field: NULL for "" (and for absent or null, handled by the caller).
+ * Returns 0 or CR_EBAD on a type mismatch. */
+static int take_string(const json_t *v, char **out)
+{
+    if (!json_is_string(v))
+        return CR_EBAD;
+    size_t n = json_string_length(v);
+    *out = n ? cr_xmemdup0(json_string_value(v), n) : NULL;
+    return 0;
+}
+
+static int take_int(const json_t *v, int64_t min, int64_t max, int64_t *out)
+{
+    if (!json_is_integer(v))
+        return CR_EBAD;
+    json_int_t n = json_integer_value(v);
+    if (n < min || n > max)
+        return CR_EBAD;
+    *out = (int64_t)n;
+    return 0;
+}
+
+static int take_tags(const json_t *v, cr_register_msg_t *m)
+{
+    if (json_is_null(v)) /* Go sets a nil map: /routes shows null */
+        return 0;
+    if (!json_is_object(v))
+        return CR_EBAD;
+    size_t n = json_object_size(v);
+    m->has_tags = true;
+    if (n == 0)
+        return 0;
+    m->tags = cr_xcalloc(n, sizeof *m->tags);
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)v, key, val) {
+        if (!json_is_string(val) && !json_is_null(val))
+            return CR_EBAD; /* the caller frees what was taken so far */
+        cr_tag_t *t = &m->tags[m->tags_len++];
+        t->key = cr_xstrdup(key);
+        t->value = json_is_string(val)
+                       ? cr_xmemdup0(json_string_value(val), json_string_length(val))
+                       : cr_xstrdup("");
+    }
+    return 0;
+}
+
+static int take_uris(const json_t *v, cr_register_msg_t *m)
+{
+    if (json_is_null(v))
+        return 0;
+    if (!json_is_array(v))
+        return CR_EBAD;
+    size_t n = json_array_size(v);
+    if (n == 0)
+        return 0;
+    m->uris = cr_xcalloc(n, sizeof *m->uris);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *u = json_array_get(v, i);
+        if (json_is_null(u))
+            continue; /* Go decodes it as "", which names no route */
+        if (!json_is_string(u))
+            return CR_EBAD;
+        size_t len = json_string_length(u);
+        if (len == 0)
+            continue;
+        m->uris[m->uris_len++] = cr_xmemdup0(json_string_value(u), len);
+    }
+    return 0;
+}
+
+static int take_options(const json_t *v, cr_register_msg_t *m)
+{
+    if (!json_is_object(v))
+        return CR_EBAD;
+    const char *key;
+    json_t *val;
+    const json_t *lb = NULL;
+    json_object_foreach((json_t *)v, key, val) {
+        if (strcasecmp(key, "loadbalancing") == 0 && !json_is_null(val))
+            lb = val;
+    }
+    if (!lb)
+        return 0;
+    if (!json_is_string(lb))
+        return CR_EBAD;
+    const char *s = json_string_value(lb);
+    if (strcmp(s, "round-robin") == 0)
+        m->lb_algo = CR_LB_ROUND_ROBIN;
+    else if (strcmp(s, "least-connection") == 0)
+        m->lb_algo = CR_LB_LEAST_CONNECTION;
+    return 0;
+}
+
+/* Fills m from the remembered values. Returns 0, or CR_EBAD with the name of
+ * the offending field in *what. */
+static int fill(const json_t *const *f, cr_register_msg_t *m, const char **what)
+{
+    int64_t n;
+    for (int i = 0; i < F_COUNT; i++) {
+        const json_t *v = f[i];
+        if (!v)
+            continue;
+        *what = field_names[i].name;
+        int rc = 0;
+        switch (i) {
+        case F_HOST: rc = take_string(v, &m->host); break;
+        case F_PORT:
+            rc = take_int(v, 0, 65535, &n);
+            m->port = (uint16_t)n;
+            break;
+        case F_TLS_PORT:
+            rc = take_int(v, 0, 65535, &n);
+            m->tls_port = (uint16_t)n;
+            break;
+        case F_URIS: rc = take_uris(v, m); break;
+        case F_APP: rc = take_string(v, &m->app); break;
+        case F_PRIVATE_INSTANCE_ID: rc = take_string(v, &m->private_instance_id); break;
+        case F_PRIVATE_INSTANCE_INDEX: rc = take_string(v, &m->private_instance_index); break;
+        case F_TAGS: rc = take_tags(v, m); break;
+        case F_STALE_THRESHOLD:
+            rc = take_int(v, INT64_MIN, INT64_MAX, &m->stale_threshold_in_seconds);
+            break;
+        case F_ROUTE_SERVICE_URL:
+            rc = take_string(v, &m->route_service_url);
+            if (rc == 0 && m->route_service_url && strncmp(m->route_service_url, "https", 5) != 0) {
+                *what = "route_service_url must be https";
+                return CR_EBAD;
+            }
+            break;
+        case F_SERVER_CERT_DOMAIN_SAN: rc = take_string(v, &m->server_cert_domain_san); break;
+        case F_ISOLATION_SEGMENT: rc = take_string(v, &m->isolation_segment); break;
+        case F_PROTOCOL: rc = take_string(v, &m->protocol); break;
+        case F_AVAILABILITY_ZONE: rc = take_string(v, &m->availability_zone); break;
+        case F_ENDPOINT_UPDATED_AT_NS:
+            rc = take_int(v, INT64_MIN, INT64_MAX, &m->endpoint_updated_at_ns);
+            break;
+        case F_OPTIONS: rc = take_options(v, m); break;
+        }
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+int cr_register_msg_decode(const char *data, size_t len, cr_register_msg_t *out,
+                           char *err, size_t err_cap)
+{
+    memset(out, 0, sizeof *out);
+    out->lb_algo = -1;
+    if (len > CR_REGISTER_MSG_MAX_BYTES) {
+        set_err(err, err_cap, "%s", "message too big");
+        return CR_ETOOBIG;
+    }
+
+    json_error_t jerr;
+    json_t *root = json_loadb(data, len, 0, &jerr);
+    if (!root) {
+        set_err(err, err_cap, "%s", "invalid JSON");
+        return CR_EBAD;
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        set_err(err, err_cap, "%s", "not a JSON object");
+        return CR_EBAD;
+    }
+
+    /* Pass 1: remember the last value of each known key. JSON null leaves a
+     * Go scalar or struct untouched but sets a map or slice to nil. */
+    const json_t *f[F_COUNT] = { 0 };
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val) {
+        int i = find_field(key, strlen(key));
+        if (i < 0)
+            continue;
+        if (json_is_null(val) && i != F_TAGS && i != F_URIS)
+            continue;
+        f[i] = val;
+    }
+
+    const char *what = "";
+    int rc = fill(f, out, &what);
+    json_decref(root);
+    if (rc != 0) {
+        cr_register_msg_deinit(out);
+        if (strchr(what, ' '))
+            set_err(err, err_cap, "%s", what);
+        else
+            set_err(err, err_cap, "%s: wrong type or out of range", what);
+        return CR_EBAD;
+    }
+
+    const char *missing = NULL;
+    if (!out->host)
+        missing = "host";
+    else if (out->port == 0 && out->tls_port == 0)
+        missing = "port";
+    else if (out->uris_len == 0)
+        missing = "uris";
+    if (missing) {
+        cr_register_msg_deinit(out);
+        set_err(err, err_cap, "missing %s", missing);
+        return CR_EBAD;
+    }
+    return 0;
+}
+
+void cr_register_msg_deinit(cr_register_msg_t *msg)
+{
+    if (!msg)
+        return;
+    free(msg->host);
+    for (size_t i = 0; i < msg->uris_len; i++)
+        free(msg->uris[i]);
+    free(msg->uris);
+    free(msg->app);
+    free(msg->private_instance_id);
+    free(msg->private_instance_index);
+    free(msg->route_service_url);
+    free(msg->server_cert_domain_san);
+    free(msg->isolation_segment);
+    free(msg->protocol);
+    free(msg->availability_zone);
+    for (size_t i = 0; i < msg->tags_len; i++) {
+        free(msg->tags[i].key);
+        free(msg->tags[i].value);
+    }
+    free(msg->tags);
+    memset(msg, 0, sizeof *msg);
+    msg->lb_algo = -1;
+}

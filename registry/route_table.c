@@ -1,1 +1,847 @@
-/* registry/route_table.c - placeholder until its module lands. */
+/* registry/route_table.c - maps "host[/path]" to a pool of endpoints.
+ *
+ * Readers never wait behind writers. The table is a liburcu lock-free hash
+ * table (memb flavour) keyed by normalised host (lower-case, no port, "*."
+ * prefix for wildcards). Each host entry points to an immutable array of its
+ * routes sorted deepest path first; each route points to an immutable pool.
+ * A writer never changes a published array or pool: it builds a new one,
+ * publishes it with a release store and hands the old one to call_rcu, which
+ * frees it (and drops the pool's endpoint references) once every reader that
+ * could see it has left its read section. Lookup is then: hash the request
+ * host, scan that host's few routes for the longest whole-segment prefix
+ * whose pool is non-empty (else the deepest empty one, for 503 mode), and
+ * only when nothing matched try "*.b.example.com", "*.example.com", ...
+ *
+ * Writers (NATS thread, pruner, the TLS-failure path) serialise on one mutex,
+ * so a register and a prune step are atomic with respect to each other and
+ * nothing registered during a prune is lost. Prune walks the table inside one
+ * read section and drops the mutex between hosts every PRUNE_CHUNK_ROUTES
+ * routes, so a prune of 100,000 endpoints never stalls NATS for long.
+ * Writers also run lfht operations, which need a read section: any thread
+ * that calls in is registered with liburcu on first use and unregistered by
+ * a thread-exit destructor.
+ *
+ * Threads: workers and the status server read; NATS and pruner threads
+ * write; liburcu's call_rcu thread frees. Owns: the hash table, host entries,
+ * route arrays, routes and (through pools) one reference per endpoint slot.
+ */
+#include "registry/internal.h"
+#include "registry/registry.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <urcu/urcu-memb.h>
+#include <urcu/rculfhash.h>
+
+#include "common/clock.h"
+#include "common/defs.h"
+#include "common/log.h"
+#include "common/uuid.h"
+#include "common/xalloc.h"
+
+#define COMPONENT "registry"
+#define PRUNE_CHUNK_ROUTES 2048
+
+typedef struct route_node {
+    cr_route_t pub;
+    struct rcu_head rcu;
+    const char *path;     /* normalised path without leading '/' (into pub.key) */
+    uint32_t path_len;
+} route_node_t;
+
+/* An immutable snapshot of one host's routes: longest path first, then
+ * bytewise, so equal paths are found by binary search. */
+typedef struct route_vec {
+    struct rcu_head rcu;
+    uint32_t len;
+    route_node_t *routes[];
+} route_vec_t;
+
+typedef struct host_entry {
+    struct cds_lfht_node node;
+    struct rcu_head rcu;
+    route_vec_t *routes;  /* published with release stores; never empty while linked */
+    bool dead;            /* unlinked (writers only, under the mutex) */
+    size_t host_len;
+    char host[];          /* normalised, NUL-terminated */
+} host_entry_t;
+
+struct cr_registry {
+    cr_registry_options_t opts;
+    struct cds_lfht *hosts;
+    pthread_mutex_t mu;
+    _Atomic uint64_t n_routes;
+    _Atomic uint64_t n_endpoints;
+    _Atomic uint64_t n_registers;
+    _Atomic uint64_t n_unregisters;
+    _Atomic uint64_t n_pruned;
+    _Atomic int64_t last_update_ns;
+};
+
+/* --- RCU thread registration ------------------------------------------ */
+
+static __thread bool rcu_registered;
+static pthread_key_t rcu_key;
+static pthread_once_t rcu_key_once = PTHREAD_ONCE_INIT;
+
+static void on_thread_exit(void *arg)
+{
+    (void)arg;
+    if (rcu_registered) {
+        urcu_memb_unregister_thread();
+        rcu_registered = false;
+    }
+}
+
+static void make_rcu_key(void)
+{
+    pthread_key_create(&rcu_key, on_thread_exit);
+}
+
+static void ensure_registered(void)
+{
+    if (CR_LIKELY(rcu_registered))
+        return;
+    pthread_once(&rcu_key_once, make_rcu_key);
+    urcu_memb_register_thread();
+    rcu_registered = true;
+    pthread_setspecific(rcu_key, (void *)1);
+}
+
+void cr_registry_reader_thread_register(void)
+{
+    ensure_registered();
+}
+
+void cr_registry_reader_thread_unregister(void)
+{
+    if (!rcu_registered)
+        return;
+    urcu_memb_unregister_thread();
+    rcu_registered = false;
+    pthread_setspecific(rcu_key, NULL);
+}
+
+void cr_registry_read_lock(void)
+{
+    ensure_registered();
+    urcu_memb_read_lock();
+}
+
+void cr_registry_read_unlock(void)
+{
+    CR_TSAN_RELEASE(&cr_registry__gp_sync);
+    urcu_memb_read_unlock();
+}
+
+/* --- keys -------------------------------------------------------------- */
+
+static inline unsigned char lc(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+}
+
+/* a[0..n) (any case) equals lower-case b[0..n). */
+static bool ci_eq(const char *a, const char *lower_b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (lc((unsigned char)a[i]) != (unsigned char)lower_b[i])
+            return false;
+    }
+    return true;
+}
+
+/* Drops ":port"; "[v6]:port" keeps its brackets. */
+static size_t strip_port(const char *h, size_t n)
+{
+    if (n > 0 && h[0] == '[') {
+        const char *end = memchr(h, ']', n);
+        return end ? (size_t)(end - h) + 1 : n;
+    }
+    const char *colon = memchr(h, ':', n);
+    return colon ? (size_t)(colon - h) : n;
+}
+
+/* FNV-1a over the lower-cased host, optionally behind a '*'. */
+static unsigned long hash_host(bool star, const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    if (star) {
+        h ^= '*';
+        h *= 1099511628211ULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        h ^= lc((unsigned char)s[i]);
+        h *= 1099511628211ULL;
+    }
+    return (unsigned long)(h ^ (h >> 29));
+}
+
+typedef struct host_key {
+    const char *s;  /* any case */
+    size_t n;
+    bool star;      /* the key is "*" followed by s */
+} host_key_t;
+
+static int match_host(struct cds_lfht_node *node, const void *key)
+{
+    const host_entry_t *he = caa_container_of(node, host_entry_t, node);
+    const host_key_t *k = key;
+    CR_TSAN_ACQUIRE(he);
+    if (he->host_len != k->n + k->star)
+        return 0;
+    if (k->star && he->host[0] != '*')
+        return 0;
+    return ci_eq(k->s, he->host + k->star, k->n);
+}
+
+/* In a read section. */
+static host_entry_t *find_host(const cr_registry_t *reg, bool star, const char *s, size_t n)
+{
+    host_key_t k = { s, n, star };
+    struct cds_lfht_iter it;
+    cds_lfht_lookup(reg->hosts, hash_host(star, s, n), match_host, &k, &it);
+    struct cds_lfht_node *node = cds_lfht_iter_get_node(&it);
+    if (!node)
+        return NULL;
+    host_entry_t *he = caa_container_of(node, host_entry_t, node);
+    CR_TSAN_ACQUIRE(he);
+    return he;
+}
+
+/* A registered uri split into its parts (slices of the uri). */
+typedef struct uri_parts {
+    const char *host;     /* as written, port stripped */
+    size_t host_len;
+    const char *path;     /* without leading '/', trailing '/'s and query */
+    size_t path_len;
+} uri_parts_t;
+
+static bool parse_uri(const char *uri, uri_parts_t *p)
+{
+    size_t n = strlen(uri);
+    const char *q = memchr(uri, '?', n);
+    if (q)
+        n = (size_t)(q - uri);
+    const char *slash = memchr(uri, '/', n);
+    size_t hn = slash ? (size_t)(slash - uri) : n;
+    p->host = uri;
+    p->host_len = strip_port(uri, hn);
+    p->path = slash ? slash + 1 : uri + n;
+    p->path_len = slash ? n - hn - 1 : 0;
+    while (p->path_len > 0 && p->path[p->path_len - 1] == '/')
+        p->path_len--;
+    return p->host_len > 0;
+}
+
+/* --- route arrays ------------------------------------------------------ */
+
+static int cmp_path(const char *a, size_t an, const char *b, size_t bn)
+{
+    if (an != bn)
+        return an > bn ? -1 : 1;
+    return memcmp(a, b, an);
+}
+
+/* Binary search for a lower-case path; returns its index or, negated minus
+ * one, where it would be inserted. */
+static long vec_find(const route_vec_t *v, const char *path, size_t len)
+{
+    long lo = 0, hi = v ? (long)v->len : 0;
+    while (lo < hi) {
+        long mid = (lo + hi) / 2;
+        const route_node_t *r = v->routes[mid];
+        int c = cmp_path(r->path, r->path_len, path, len);
+        if (c == 0)
+            return mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -lo - 1;
+}
+
+static route_vec_t *vec_alloc(uint32_t len)
+{
+    route_vec_t *v = cr_xmalloc(sizeof *v + len * sizeof v->routes[0]);
+    v->len = len;
+    return v;
+}
+
+static void vec_free_cb(struct rcu_head *head)
+{
+    CR_TSAN_ACQUIRE(&cr_registry__gp_sync);
+    free(caa_container_of(head, route_vec_t, rcu));
+}
+
+static void route_free_now(route_node_t *r)
+{
+    cr_registry__pool_free(r->pub._pool);
+    free(r);
+}
+
+static void route_free_cb(struct rcu_head *head)
+{
+    CR_TSAN_ACQUIRE(&cr_registry__gp_sync);
+    route_free_now(caa_container_of(head, route_node_t, rcu));
+}
+
+static void host_free_cb(struct rcu_head *head)
+{
+    CR_TSAN_ACQUIRE(&cr_registry__gp_sync);
+    free(caa_container_of(head, host_entry_t, rcu));
+}
+
+static void publish_vec(host_entry_t *he, route_vec_t *nv)
+{
+    route_vec_t *old = he->routes;
+    __atomic_store_n(&he->routes, nv, __ATOMIC_RELEASE);
+    if (old)
+        urcu_memb_call_rcu(&old->rcu, vec_free_cb);
+}
+
+static void publish_pool(route_node_t *r, cr_pool_t *np)
+{
+    cr_pool_t *old = r->pub._pool;
+    __atomic_store_n(&r->pub._pool, np, __ATOMIC_RELEASE);
+    cr_registry__pool_free_deferred(old);
+}
+
+/* --- writers' helpers (mutex held, in a read section) ----------------- */
+
+static host_entry_t *host_get_or_create(cr_registry_t *reg, const char *host, size_t n)
+{
+    host_entry_t *he = find_host(reg, false, host, n);
+    if (he)
+        return he;
+    he = cr_xmalloc(sizeof *he + n + 1);
+    cds_lfht_node_init(&he->node);
+    he->routes = NULL;
+    he->dead = false;
+    he->host_len = n;
+    for (size_t i = 0; i < n; i++)
+        he->host[i] = (char)lc((unsigned char)host[i]);
+    he->host[n] = '\0';
+    CR_TSAN_RELEASE(he);
+    cds_lfht_add(reg->hosts, hash_host(false, he->host, n), &he->node);
+    return he;
+}
+
+static route_node_t *route_create(cr_registry_t *reg, const uri_parts_t *u)
+{
+    size_t key_len = u->host_len + (u->path_len ? 1 + u->path_len : 0);
+    size_t ctx_len = u->path_len ? 1 + u->path_len : 0;
+    route_node_t *r = cr_xmalloc(sizeof *r + (key_len + 1) + (u->host_len + 1) + (ctx_len + 1));
+    memset(r, 0, sizeof *r);
+    char *key = (char *)(r + 1);
+    char *host = key + key_len + 1;
+    char *ctx = host + u->host_len + 1;
+
+    for (size_t i = 0; i < u->host_len; i++)
+        key[i] = (char)lc((unsigned char)u->host[i]);
+    if (u->path_len) {
+        key[u->host_len] = '/';
+        for (size_t i = 0; i < u->path_len; i++)
+            key[u->host_len + 1 + i] = (char)lc((unsigned char)u->path[i]);
+    }
+    key[key_len] = '\0';
+    memcpy(host, u->host, u->host_len);
+    host[u->host_len] = '\0';
+    if (ctx_len) {
+        ctx[0] = '/';
+        memcpy(ctx + 1, u->path, u->path_len);
+    }
+    ctx[ctx_len] = '\0';
+
+    r->pub.key = key;
+    r->pub.host = host;
+    r->pub.context_path = ctx;
+    r->pub._pool = cr_registry__pool_empty();
+    atomic_init(&r->pub.rr_next, (uint32_t)cr_random_u64());
+    atomic_init(&r->pub.lb_algo, (int)reg->opts.default_lb_algo);
+    r->pub.emptied_at_ns = 0;
+    r->path = key + u->host_len + (u->path_len ? 1 : 0);
+    r->path_len = (uint32_t)u->path_len;
+    return r;
+}
+
+/* Finds the route for u (normalised on the fly), creating it when create. */
+static route_node_t *route_get(cr_registry_t *reg, const uri_parts_t *u, bool create, host_entry_t **he_out)
+{
+    host_entry_t *he = create ? host_get_or_create(reg, u->host, u->host_len)
+                              : find_host(reg, false, u->host, u->host_len);
+    *he_out = he;
+    if (!he)
+        return NULL;
+    char lpath_buf[256];
+    char *lpath = u->path_len < sizeof lpath_buf ? lpath_buf : cr_xmalloc(u->path_len + 1);
+    for (size_t i = 0; i < u->path_len; i++)
+        lpath[i] = (char)lc((unsigned char)u->path[i]);
+    route_vec_t *v = he->routes;
+    long pos = vec_find(v, lpath, u->path_len);
+    if (lpath != lpath_buf)
+        free(lpath);
+    if (pos >= 0)
+        return v->routes[pos];
+    if (!create)
+        return NULL;
+
+    route_node_t *r = route_create(reg, u);
+    size_t at = (size_t)(-pos - 1);
+    uint32_t old_len = v ? v->len : 0;
+    route_vec_t *nv = vec_alloc(old_len + 1);
+    if (at > 0)
+        memcpy(nv->routes, v->routes, at * sizeof nv->routes[0]);
+    nv->routes[at] = r;
+    if (old_len > at)
+        memcpy(nv->routes + at + 1, v->routes + at, (old_len - at) * sizeof nv->routes[0]);
+    publish_vec(he, nv);
+    atomic_fetch_add_explicit(&reg->n_routes, 1, memory_order_relaxed);
+    CR_INFO(COMPONENT, "route-registered route=%s", r->pub.key);
+    return r;
+}
+
+/* Unlinks route r from he (and he from the table when it was its last
+ * route); both are freed after a grace period. */
+static void route_remove(cr_registry_t *reg, host_entry_t *he, route_node_t *r)
+{
+    route_vec_t *v = he->routes;
+    long pos = vec_find(v, r->path, r->path_len);
+    if (pos < 0)
+        return;
+    CR_INFO(COMPONENT, "route-unregistered route=%s", r->pub.key);
+    if (v->len == 1) {
+        cds_lfht_del(reg->hosts, &he->node);
+        he->dead = true;
+        urcu_memb_call_rcu(&v->rcu, vec_free_cb);
+        urcu_memb_call_rcu(&he->rcu, host_free_cb);
+    } else {
+        route_vec_t *nv = vec_alloc(v->len - 1);
+        memcpy(nv->routes, v->routes, (size_t)pos * sizeof nv->routes[0]);
+        memcpy(nv->routes + pos, v->routes + pos + 1, (v->len - (size_t)pos - 1) * sizeof nv->routes[0]);
+        publish_vec(he, nv);
+    }
+    urcu_memb_call_rcu(&r->rcu, route_free_cb);
+    atomic_fetch_sub_explicit(&reg->n_routes, 1, memory_order_relaxed);
+}
+
+/* Publishes r's pool without slot idx. Returns true when it became empty. */
+static bool pool_remove_at(route_node_t *r, uint32_t idx)
+{
+    cr_pool_t *p = r->pub._pool;
+    cr_endpoint_t **keep = cr_xmalloc((p->len ? p->len : 1) * sizeof *keep);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < p->len; i++) {
+        if (i != idx)
+            keep[n++] = p->endpoints[i];
+    }
+    publish_pool(r, cr_registry__pool_create(keep, n));
+    free(keep);
+    return n == 0;
+}
+
+/* After r's pool became empty: keep it (503 mode) or remove it. */
+static void route_emptied(cr_registry_t *reg, host_entry_t *he, route_node_t *r, int64_t now_ns)
+{
+    if (reg->opts.empty_pool_response_code_503)
+        r->pub.emptied_at_ns = now_ns;
+    else
+        route_remove(reg, he, r);
+}
+
+static void touch(cr_registry_t *reg)
+{
+    atomic_store_explicit(&reg->last_update_ns, cr_now_mono_ns(), memory_order_relaxed);
+}
+
+/* --- lifecycle --------------------------------------------------------- */
+
+void cr_registry_options_from_config(const cr_config_t *cfg, cr_registry_options_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->droplet_stale_threshold_ns = cfg->droplet_stale_threshold_ns;
+    out->default_lb_algo = cfg->balancing_algorithm;
+    out->empty_pool_response_code_503 = cfg->empty_pool_response_code_503;
+    out->empty_pool_timeout_ns = cfg->empty_pool_timeout_ns;
+}
+
+cr_registry_t *cr_registry_create(const cr_registry_options_t *opts)
+{
+    cr_registry_t *reg = cr_xcalloc(1, sizeof *reg);
+    reg->opts = *opts;
+    reg->hosts = cds_lfht_new_flavor(1024, 1024, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING,
+                                     &urcu_memb_flavor, NULL);
+    if (!reg->hosts) {
+        CR_ERROR(COMPONENT, "cannot create the route hash table");
+        abort();
+    }
+    pthread_mutex_init(&reg->mu, NULL);
+    return reg;
+}
+
+void cr_registry_destroy(cr_registry_t *reg)
+{
+    if (!reg)
+        return;
+    ensure_registered();
+    size_t n = 0, cap = 64;
+    host_entry_t **all = cr_xmalloc(cap * sizeof *all);
+    struct cds_lfht_iter it;
+    struct cds_lfht_node *node;
+    urcu_memb_read_lock();
+    cds_lfht_first(reg->hosts, &it);
+    while ((node = cds_lfht_iter_get_node(&it)) != NULL) {
+        host_entry_t *he = caa_container_of(node, host_entry_t, node);
+        cds_lfht_del(reg->hosts, node);
+        if (n == cap)
+            all = cr_xrealloc(all, (cap *= 2) * sizeof *all);
+        all[n++] = he;
+        cds_lfht_next(reg->hosts, &it);
+    }
+    urcu_memb_read_unlock();
+    /* Run every pending free (old pools, arrays, routes) before ours. */
+    urcu_memb_barrier();
+    CR_TSAN_ACQUIRE(&cr_registry__gp_sync);
+    for (size_t i = 0; i < n; i++) {
+        route_vec_t *v = all[i]->routes;
+        for (uint32_t j = 0; v && j < v->len; j++)
+            route_free_now(v->routes[j]);
+        free(v);
+        free(all[i]);
+    }
+    free(all);
+    cds_lfht_destroy(reg->hosts, NULL);
+    urcu_memb_barrier();
+    pthread_mutex_destroy(&reg->mu);
+    free(reg);
+}
+
+/* --- readers ----------------------------------------------------------- */
+
+const cr_pool_t *cr_route_pool(const cr_route_t *route)
+{
+    return __atomic_load_n(&route->_pool, __ATOMIC_ACQUIRE);
+}
+
+/* The deepest route of he whose path is a whole-segment prefix of path and
+ * whose pool is non-empty, else the deepest matching empty one, else NULL. */
+static const cr_route_t *match_routes(const host_entry_t *he, const char *path, size_t len)
+{
+    const route_vec_t *v = __atomic_load_n(&he->routes, __ATOMIC_ACQUIRE);
+    const cr_route_t *empty = NULL;
+    for (uint32_t i = 0; v && i < v->len; i++) {
+        const route_node_t *r = v->routes[i];
+        size_t rl = r->path_len;
+        if (rl > 0 && (rl > len || (rl < len && path[rl] != '/') || !ci_eq(path, r->path, rl)))
+            continue;
+        if (cr_route_pool(&r->pub)->len > 0)
+            return &r->pub;
+        if (!empty)
+            empty = &r->pub;
+    }
+    return empty;
+}
+
+const cr_route_t *cr_registry_lookup(const cr_registry_t *reg, const char *host, size_t host_len,
+                                     const char *path, size_t path_len)
+{
+    host_len = strip_port(host, host_len);
+    if (host_len == 0)
+        return NULL;
+    if (!path)
+        path_len = 0;
+    const char *q = path_len ? memchr(path, '?', path_len) : NULL;
+    if (q)
+        path_len = (size_t)(q - path);
+    if (path_len > 0 && path[0] == '/') {
+        path++;
+        path_len--;
+    }
+
+    const host_entry_t *he = find_host(reg, false, host, host_len);
+    const cr_route_t *r = he ? match_routes(he, path, path_len) : NULL;
+    if (r)
+        return r;
+    /* "*.b.example.com", then "*.example.com", ...: '*' plus each suffix
+     * that starts at a dot. */
+    for (const char *dot = memchr(host, '.', host_len); dot;
+         dot = memchr(dot + 1, '.', host_len - (size_t)(dot + 1 - host))) {
+        he = find_host(reg, true, dot, host_len - (size_t)(dot - host));
+        if (he && (r = match_routes(he, path, path_len)) != NULL)
+            return r;
+    }
+    return NULL;
+}
+
+void cr_registry_for_each_route(const cr_registry_t *reg, cr_route_visit_fn visit, void *arg)
+{
+    struct cds_lfht_iter it;
+    struct cds_lfht_node *node;
+    cr_registry_read_lock();
+    cds_lfht_first(reg->hosts, &it);
+    while ((node = cds_lfht_iter_get_node(&it)) != NULL) {
+        const host_entry_t *he = caa_container_of(node, host_entry_t, node);
+        CR_TSAN_ACQUIRE(he);
+        const route_vec_t *v = __atomic_load_n(&he->routes, __ATOMIC_ACQUIRE);
+        for (uint32_t i = 0; v && i < v->len; i++)
+            visit(arg, &v->routes[i]->pub, cr_route_pool(&v->routes[i]->pub));
+        cds_lfht_next(reg->hosts, &it);
+    }
+    cr_registry_read_unlock();
+}
+
+void cr_registry_get_stats(const cr_registry_t *reg, cr_registry_stats_t *out)
+{
+    out->routes = atomic_load_explicit(&reg->n_routes, memory_order_relaxed);
+    out->endpoints = atomic_load_explicit(&reg->n_endpoints, memory_order_relaxed);
+    out->registers = atomic_load_explicit(&reg->n_registers, memory_order_relaxed);
+    out->unregisters = atomic_load_explicit(&reg->n_unregisters, memory_order_relaxed);
+    out->pruned = atomic_load_explicit(&reg->n_pruned, memory_order_relaxed);
+    out->last_update_mono_ns = atomic_load_explicit(&reg->last_update_ns, memory_order_relaxed);
+}
+
+/* --- writers ----------------------------------------------------------- */
+
+static void writer_lock(cr_registry_t *reg)
+{
+    ensure_registered();
+    pthread_mutex_lock(&reg->mu);
+    urcu_memb_read_lock();
+}
+
+static void writer_unlock(cr_registry_t *reg)
+{
+    CR_TSAN_RELEASE(&cr_registry__gp_sync);
+    urcu_memb_read_unlock();
+    pthread_mutex_unlock(&reg->mu);
+}
+
+int cr_registry_register(cr_registry_t *reg, const cr_register_msg_t *msg, int64_t now_ns)
+{
+    char addr[CR_REGISTRY_ADDR_MAX];
+    size_t addr_len = cr_registry__format_addr(msg, addr, sizeof addr);
+    int64_t ttl_s = cr_registry__ttl_s(msg, reg->opts.droplet_stale_threshold_ns);
+    cr_registry__sockaddr_t sa;
+    bool have_sa = false;
+    bool any = false;
+
+    writer_lock(reg);
+    for (size_t i = 0; i < msg->uris_len;) {
+        uri_parts_t u;
+        if (!msg->uris[i] || !parse_uri(msg->uris[i], &u)) {
+            i++;
+            continue;
+        }
+        host_entry_t *he;
+        route_node_t *r = route_get(reg, &u, false, &he);
+        cr_pool_t *p = r ? r->pub._pool : cr_registry__pool_empty();
+        int idx = cr_registry__pool_index_of_addr(p, addr, addr_len);
+        if (idx >= 0 && cr_registry__endpoint_matches(p->endpoints[idx], msg, ttl_s)) {
+            atomic_store_explicit(&p->endpoints[idx]->refreshed_at_ns, now_ns, memory_order_relaxed);
+        } else {
+            if (!have_sa && cr_registry__resolve(msg, false, &sa) == CR_AGAIN) {
+                /* A name, not a literal: look it up without the mutex, then
+                 * redo this uri (the table may have changed meanwhile). */
+                writer_unlock(reg);
+                cr_registry__resolve(msg, true, &sa);
+                writer_lock(reg);
+                have_sa = true;
+                continue;
+            }
+            if (!r) {
+                r = route_get(reg, &u, true, &he);
+                p = r->pub._pool;
+            }
+            have_sa = true;
+            cr_endpoint_t *ep = cr_registry__endpoint_create(msg, r->pub.context_path, r->pub.key,
+                                                             ttl_s, &sa, now_ns);
+            uint32_t n = p->len + (idx < 0);
+            cr_endpoint_t **eps = cr_xmalloc(n * sizeof *eps);
+            for (uint32_t j = 0; j < p->len; j++)
+                eps[j] = p->endpoints[j];
+            eps[idx >= 0 ? (uint32_t)idx : n - 1] = ep;
+            publish_pool(r, cr_registry__pool_create(eps, n));
+            free(eps);
+            cr_endpoint_release(ep); /* the pool holds it now */
+            r->pub.emptied_at_ns = 0;
+            if (idx < 0)
+                atomic_fetch_add_explicit(&reg->n_endpoints, 1, memory_order_relaxed);
+            CR_DEBUG(COMPONENT, "%s route=%s endpoint=%s instance_id=%s",
+                     idx < 0 ? "endpoint-registered" : "endpoint-updated", r->pub.key, addr,
+                     msg->private_instance_id ? msg->private_instance_id : "");
+        }
+        if (msg->lb_algo >= 0)
+            atomic_store_explicit(&r->pub.lb_algo, (int)msg->lb_algo, memory_order_relaxed);
+        atomic_fetch_add_explicit(&reg->n_registers, 1, memory_order_relaxed);
+        any = true;
+        i++;
+    }
+    if (any)
+        touch(reg);
+    writer_unlock(reg);
+    return any ? 0 : CR_EBAD;
+}
+
+size_t cr_registry_unregister(cr_registry_t *reg, const cr_register_msg_t *msg, int64_t now_ns)
+{
+    char addr[CR_REGISTRY_ADDR_MAX];
+    size_t addr_len = cr_registry__format_addr(msg, addr, sizeof addr);
+    size_t removed = 0;
+
+    writer_lock(reg);
+    for (size_t i = 0; i < msg->uris_len; i++) {
+        uri_parts_t u;
+        if (!msg->uris[i] || !parse_uri(msg->uris[i], &u))
+            continue;
+        host_entry_t *he;
+        route_node_t *r = route_get(reg, &u, false, &he);
+        if (!r)
+            continue;
+        int idx = cr_registry__pool_index_of_addr(r->pub._pool, addr, addr_len);
+        if (idx < 0)
+            continue;
+        CR_DEBUG(COMPONENT, "endpoint-unregistered route=%s endpoint=%s", r->pub.key, addr);
+        if (pool_remove_at(r, (uint32_t)idx))
+            route_emptied(reg, he, r, now_ns);
+        removed++;
+    }
+    if (removed) {
+        atomic_fetch_sub_explicit(&reg->n_endpoints, removed, memory_order_relaxed);
+        atomic_fetch_add_explicit(&reg->n_unregisters, removed, memory_order_relaxed);
+        touch(reg);
+    }
+    writer_unlock(reg);
+    return removed;
+}
+
+size_t cr_registry_remove_endpoint(cr_registry_t *reg, const cr_endpoint_t *ep)
+{
+    uri_parts_t u;
+    size_t changed = 0;
+    if (!ep || !parse_uri(cr_registry__endpoint_route_key(ep), &u))
+        return 0;
+    writer_lock(reg);
+    host_entry_t *he;
+    route_node_t *r = route_get(reg, &u, false, &he);
+    if (r) {
+        cr_pool_t *p = r->pub._pool;
+        int idx = cr_registry__pool_index_of_addr(p, ep->addr, strlen(ep->addr));
+        if (idx >= 0 && p->endpoints[idx] == ep) {
+            CR_INFO(COMPONENT, "endpoint-removed route=%s endpoint=%s", r->pub.key, ep->addr);
+            if (pool_remove_at(r, (uint32_t)idx))
+                route_emptied(reg, he, r, cr_now_mono_ns());
+            atomic_fetch_sub_explicit(&reg->n_endpoints, 1, memory_order_relaxed);
+            touch(reg);
+            changed = 1;
+        }
+    }
+    writer_unlock(reg);
+    return changed;
+}
+
+/* Prunes one route (mutex held). Returns endpoints removed; *visited counts work. */
+static size_t prune_route(cr_registry_t *reg, host_entry_t *he, route_node_t *r, int64_t now_ns)
+{
+    cr_pool_t *p = r->pub._pool;
+    if (p->len == 0) {
+        if (!reg->opts.empty_pool_response_code_503)
+            route_remove(reg, he, r);
+        else if (r->pub.emptied_at_ns == 0)
+            r->pub.emptied_at_ns = now_ns;
+        else if (now_ns - r->pub.emptied_at_ns > reg->opts.empty_pool_timeout_ns)
+            route_remove(reg, he, r);
+        return 0;
+    }
+    cr_endpoint_t **keep = NULL;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < p->len; i++) {
+        cr_endpoint_t *ep = p->endpoints[i];
+        int64_t age = now_ns - atomic_load_explicit(&ep->refreshed_at_ns, memory_order_relaxed);
+        if (!ep->tls && age > ep->ttl_s * CR_NS_PER_SEC)
+            break;
+        n++;
+    }
+    if (n == p->len)
+        return 0; /* the common case: nothing stale, nothing allocated */
+    keep = cr_xmalloc(p->len * sizeof *keep);
+    n = 0;
+    for (uint32_t i = 0; i < p->len; i++) {
+        cr_endpoint_t *ep = p->endpoints[i];
+        int64_t age = now_ns - atomic_load_explicit(&ep->refreshed_at_ns, memory_order_relaxed);
+        if (!ep->tls && age > ep->ttl_s * CR_NS_PER_SEC) {
+            CR_DEBUG(COMPONENT, "endpoint-pruned route=%s endpoint=%s", r->pub.key, ep->addr);
+            continue;
+        }
+        keep[n++] = ep;
+    }
+    size_t removed = p->len - n;
+    publish_pool(r, cr_registry__pool_create(keep, n));
+    free(keep);
+    if (n == 0) {
+        CR_INFO(COMPONENT, "route-pruned route=%s", r->pub.key);
+        route_emptied(reg, he, r, now_ns);
+    }
+    return removed;
+}
+
+size_t cr_registry_prune(cr_registry_t *reg, int64_t now_ns)
+{
+    size_t removed = 0, visited = 0;
+    struct cds_lfht_iter it;
+    struct cds_lfht_node *node;
+
+    ensure_registered();
+    /* One read section for the walk keeps every entry we stand on alive;
+     * the mutex is dropped between hosts now and then. */
+    urcu_memb_read_lock();
+    pthread_mutex_lock(&reg->mu);
+    cds_lfht_first(reg->hosts, &it);
+    while ((node = cds_lfht_iter_get_node(&it)) != NULL) {
+        host_entry_t *he = caa_container_of(node, host_entry_t, node);
+        CR_TSAN_ACQUIRE(he);
+        /* Walk backwards: removing route i leaves 0..i-1 in place. */
+        for (uint32_t i = he->dead || !he->routes ? 0 : he->routes->len; i-- > 0;) {
+            removed += prune_route(reg, he, he->routes->routes[i], now_ns);
+            visited++;
+            if (he->dead)
+                break;
+        }
+        cds_lfht_next(reg->hosts, &it);
+        if (visited >= PRUNE_CHUNK_ROUTES) {
+            visited = 0;
+            pthread_mutex_unlock(&reg->mu);
+            pthread_mutex_lock(&reg->mu);
+        }
+    }
+    if (removed) {
+        atomic_fetch_sub_explicit(&reg->n_endpoints, removed, memory_order_relaxed);
+        atomic_fetch_add_explicit(&reg->n_pruned, removed, memory_order_relaxed);
+        touch(reg);
+        CR_INFO(COMPONENT, "pruned-endpoints count=%zu", removed);
+    }
+    pthread_mutex_unlock(&reg->mu);
+    CR_TSAN_RELEASE(&cr_registry__gp_sync);
+    urcu_memb_read_unlock();
+    return removed;
+}
+
+void cr_registry_freshen(cr_registry_t *reg, int64_t now_ns)
+{
+    struct cds_lfht_iter it;
+    struct cds_lfht_node *node;
+    writer_lock(reg);
+    cds_lfht_first(reg->hosts, &it);
+    while ((node = cds_lfht_iter_get_node(&it)) != NULL) {
+        host_entry_t *he = caa_container_of(node, host_entry_t, node);
+        route_vec_t *v = he->routes;
+        for (uint32_t i = 0; v && i < v->len; i++) {
+            cr_pool_t *p = v->routes[i]->pub._pool;
+            for (uint32_t j = 0; j < p->len; j++)
+                atomic_store_explicit(&p->endpoints[j]->refreshed_at_ns, now_ns, memory_order_relaxed);
+        }
+        cds_lfht_next(reg->hosts, &it);
+    }
+    writer_unlock(reg);
+}
