@@ -3,8 +3,9 @@
  * Two libmicrohttpd daemons, each with an internal listening thread and one
  * thread per connection (so a slow /routes of 300k routes never delays a
  * load balancer's /health): status.host:status.port serves every path,
- * 127.0.0.1:status.routes.port only /routes. Every response closes its
- * connection, as gorouter's do.
+ * 127.0.0.1:status.routes.port only /routes. The status port also answers
+ * gorouter's /is-process-alive-do-not-use-for-loadbalancing (always 200).
+ * Every response closes its connection, as gorouter's do.
  *
  * /routes is written by hand into one growing buffer: inside a single
  * registry read section the routes are collected, sorted by key (Go sorts
@@ -680,9 +681,12 @@ static enum MHD_Result respond(struct MHD_Connection *conn, unsigned status, cha
     return ret;
 }
 
-static enum MHD_Result respond_health(const cr_status_server_t *srv, struct MHD_Connection *conn)
+/* /health and /healthz follow the health state; gorouter's liveness path
+ * answers 200 for as long as the process serves. */
+static enum MHD_Result respond_health(const cr_status_server_t *srv, struct MHD_Connection *conn,
+                                      bool liveness)
 {
-    bool ok = cr_status_server_is_healthy(srv);
+    bool ok = liveness || cr_status_server_is_healthy(srv);
     struct MHD_Response *r = MHD_create_response_from_buffer(ok ? 3 : 0, ok ? (void *)"ok\n" : (void *)"",
                                                              MHD_RESPMEM_PERSISTENT);
     if (!r)
@@ -717,11 +721,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
     bool is_routes = strcmp(url, "/routes") == 0;
     bool is_health = !l->routes_only && (strcmp(url, "/health") == 0 || strcmp(url, "/healthz") == 0);
+    bool is_alive = !l->routes_only &&
+                    strcmp(url, "/is-process-alive-do-not-use-for-loadbalancing") == 0;
     bool is_varz = !l->routes_only && strcmp(url, "/varz") == 0;
     bool is_metrics = !l->routes_only && strcmp(url, "/metrics") == 0;
 
-    if (is_health)
-        return respond_health(srv, conn);
+    if (is_health || is_alive)
+        return respond_health(srv, conn, is_alive);
     if (!is_routes && !is_varz && !is_metrics) {
         static char not_found[] = "404 page not found\n";
         return respond(conn, MHD_HTTP_NOT_FOUND, not_found, sizeof not_found - 1, false,

@@ -202,6 +202,13 @@ static void test_health_is_503_with_empty_body_when_nats_never_connected(void **
         reply_free(&r);
     }
     assert_false(cr_status_server_is_healthy(f->srv));
+
+    reply_t r = get(cr_status_server_port(f->srv),
+                    "/is-process-alive-do-not-use-for-loadbalancing", NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "ok\n");
+    reply_free(&r);
+
     cr_status_server_set_draining(f->srv, true);
     assert_false(cr_status_server_is_healthy(f->srv));
     cr_status_server_set_draining(f->srv, false);
