@@ -1,1 +1,1434 @@
-/* router/proxy.c - placeholder until its module lands. */
+/* router/proxy.c - one client connection and the exchanges it carries.
+ *
+ * A client connection runs one request at a time: read a head, route it,
+ * stream it to a backend connection, stream the response back, then either
+ * read the next head (keep-alive; bytes already buffered are the next
+ * pipelined request) or close. drive() is the only place that advances it:
+ * every event, timer or backend change calls drive(), which runs the step of
+ * the current state until no step makes progress (edge-triggered I/O: a step
+ * stops only on EAGAIN, a full buffer or a blocked destination).
+ *
+ * Client states (cr_client_state_t) and their timers:
+ *   READ_HEAD      -> READ_BODY (routed), WRITE_RESPONSE (router error), CLOSING.
+ *                     read-header timeout while a head is pending (and from
+ *                     accept), frontend idle timeout between requests.
+ *   READ_BODY      -> WAIT_UPSTREAM (request sent), WRITE_RESPONSE (response
+ *                     head, early answers included, or 502), CLOSING.
+ *   WAIT_UPSTREAM  -> WRITE_RESPONSE, TUNNEL (101), READ_BODY (retry), CLOSING.
+ *                     Both arm endpoint_timeout, counted from the first attempt.
+ *   WRITE_RESPONSE -> READ_HEAD (keep-alive), CLOSING. endpoint_timeout while
+ *                     proxying, frontend idle timeout for a router answer.
+ *   TUNNEL         -> CLOSING. frontend idle timeout (lazily re-armed).
+ * The backend side has its own states (upstream.c); a failed dial leaves it
+ * in CONNECT_FAILED, and the retry is the transition out of that state
+ * (attempt_failed -> begin_attempt), never a loop around connect().
+ *
+ * Buffers. cin holds the request head for the whole exchange (the parsed
+ * request points into it, so a retry can rewrite the head for another
+ * endpoint); body bytes follow it and are forwarded from there. When every
+ * body byte in cin was forwarded and more is coming, the body region is
+ * reused, which makes the request no longer replayable. uin holds backend
+ * input: the response head is rewritten into rs_out (after any forwarded
+ * 1xx heads) and body bytes are forwarded from uin. Bytes move only between
+ * a readable source and a writable destination: a blocked destination
+ * stops reading from the source (backpressure), nothing buffers a body.
+ * Framing is forwarded as received; Content-Length counting and
+ * cr_chunked_scan() find where each body ends.
+ *
+ * Threads: the owning worker only. Owns: the client socket, the buffers,
+ * the references to endpoints it picked, its bound backend connection.
+ */
+#include "router/internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/uuid.h"
+#include "router/rewrite.h"
+
+#define CR_SLACK_HEAD 2048          /* room for added request headers */
+
+typedef enum { F_DIAL, F_IO, F_TIMEOUT, F_PROTO } fail_kind_t;
+
+static bool begin_attempt(cr_conn_t *c, bool first);
+static void attempt_failed(cr_conn_t *c, fail_kind_t kind, int err, const char *msg);
+static void respond_error(cr_conn_t *c, cr_proxy_error_t kind, const char *detail,
+                          size_t detail_len, const char *reason);
+static void client_closed(cr_conn_t *c);
+static void close_conn(cr_conn_t *c);
+
+const char *cr_client_state_name(cr_client_state_t s)
+{
+    switch (s) {
+    case CR_CS_READ_HEAD: return "read_head";
+    case CR_CS_READ_BODY: return "read_body";
+    case CR_CS_WAIT_UPSTREAM: return "wait_upstream";
+    case CR_CS_WRITE_RESPONSE: return "write_response";
+    case CR_CS_TUNNEL: return "tunnel";
+    case CR_CS_CLOSING: return "closing";
+    }
+    return "?";
+}
+
+static inline const cr_config_t *cfg_of(const cr_conn_t *c)
+{
+    return c->w->rt->cfg;
+}
+
+static inline uint32_t body_start(const cr_conn_t *c)
+{
+    return c->ex.hstart + c->ex.req.head_len;
+}
+
+/* --- State and timers ------------------------------------------------------ */
+
+/* The read-header deadline while a head is pending, else the idle one. */
+static int64_t read_head_deadline(const cr_conn_t *c)
+{
+    const cr_config_t *cfg = cfg_of(c);
+    bool pending = c->cin.end > c->cin.start || c->head_started_ns != 0;
+    if (pending && cfg->read_header_timeout_ns > 0)
+        return c->head_started_ns + cfg->read_header_timeout_ns;
+    return c->last_active_ns + cfg->frontend_idle_timeout_ns;
+}
+
+/* The one place that moves the client state; arms the state's timer. */
+static void set_state(cr_conn_t *c, cr_client_state_t s)
+{
+    cr_worker_t *w = c->w;
+    c->state = s;
+    switch (s) {
+    case CR_CS_READ_HEAD:
+        cr_timer_arm(w, &c->timer, read_head_deadline(c));
+        break;
+    case CR_CS_READ_BODY:
+    case CR_CS_WAIT_UPSTREAM:
+        cr_timer_arm(w, &c->timer, c->ex.deadline_ns);
+        break;
+    case CR_CS_WRITE_RESPONSE:
+        if (c->ex.router_response)
+            cr_timer_arm(w, &c->timer, w->now_ns + cfg_of(c)->frontend_idle_timeout_ns);
+        else
+            cr_timer_arm(w, &c->timer, c->ex.deadline_ns);
+        break;
+    case CR_CS_TUNNEL:
+        cr_timer_arm(w, &c->timer, c->last_active_ns + cfg_of(c)->frontend_idle_timeout_ns);
+        break;
+    case CR_CS_CLOSING:
+        cr_timer_cancel(w, &c->timer);
+        break;
+    }
+}
+
+/* --- Endpoint bookkeeping -------------------------------------------------- */
+
+static void drop_in_flight(cr_conn_t *c)
+{
+    if (c->ex.ep_in_flight) {
+        atomic_fetch_sub_explicit(&c->ex.ep->in_flight, 1, memory_order_relaxed);
+        c->ex.ep_in_flight = false;
+    }
+}
+
+static void release_endpoints(cr_conn_t *c)
+{
+    drop_in_flight(c);
+    cr_endpoint_release(c->ex.ep);
+    c->ex.ep = NULL;
+    for (uint32_t i = 0; i < c->ex.tried_len; i++)
+        cr_endpoint_release(c->ex.tried[i]);
+    c->ex.tried_len = 0;
+}
+
+static void detach_upstream(cr_conn_t *c, bool reusable)
+{
+    cr_upconn_t *u = c->up;
+    if (!u)
+        return;
+    c->up = NULL;
+    u->owner = NULL;
+    if (reusable)
+        cr_upstream__release_idle(u);
+    else
+        cr_upstream__close(u);
+}
+
+/* --- Access log and counters ----------------------------------------------- */
+
+static cr_slice_t header_slice(const cr_conn_t *c, const char *name, size_t len)
+{
+    const cr_http_header_t *h = cr_http_find_header(c->ex.req.headers, c->ex.req.headers_len,
+                                                    name, len);
+    cr_slice_t s = {h ? h->value : NULL, h ? h->value_len : 0};
+    return s;
+}
+
+static cr_slice_t str_slice(const char *s)
+{
+    cr_slice_t r = {s, s ? strlen(s) : 0};
+    return r;
+}
+
+/* Once per request: counters, and the access log line when enabled. The
+ * request head must still be in cin. */
+static void account(cr_conn_t *c)
+{
+    cr_exchange_t *ex = &c->ex;
+    cr_worker_t *w = c->w;
+    if (ex->accounted)
+        return;
+    ex->accounted = true;
+    int status = ex->status;
+    if (status >= 100 && status < 600 && ex->error != CR_PERR_CLIENT_CLOSED)
+        cr_counter_add(&w->counters.responses_by_class[status / 100], 1);
+    else if (ex->error != CR_PERR_CLIENT_CLOSED)
+        cr_counter_add(&w->counters.responses_by_class[0], 1);
+    int64_t total_ns = w->now_ns - ex->received_mono_ns;
+    if (ex->ep && !ex->router_response && ex->resp_head_mono_ns)
+        cr_counter_add(&w->counters.response_time_us_total, (uint64_t)(total_ns / 1000));
+    cr_counter_add(&w->counters.request_body_bytes, ex->req_body_bytes);
+    cr_counter_add(&w->counters.response_body_bytes, ex->resp_body_bytes);
+
+    cr_access_log_t *log = w->rt->access_log;
+    if (!log || ex->req.head_len == 0)
+        return;               /* no log line without a parsed request (as gorouter) */
+    const cr_http_request_t *rq = &ex->req;
+    cr_access_record_t rec;
+    memset(&rec, 0, sizeof(rec));
+    rec.host.ptr = rq->host;
+    rec.host.len = rq->host_len;
+    rec.received_at_real_ns = ex->received_real_ns;
+    rec.method.ptr = rq->method;
+    rec.method.len = rq->method_len;
+    rec.uri.ptr = rq->target;
+    rec.uri.len = rq->target_len;
+    char proto[9] = "HTTP/1.1";
+    proto[7] = (char)('0' + (rq->version_minor % 10));
+    rec.proto.ptr = proto;
+    rec.proto.len = 8;
+    rec.status = status;
+    rec.request_bytes = ex->req_body_bytes;
+    rec.response_bytes = ex->resp_body_bytes;
+    rec.referer = header_slice(c, "referer", 7);
+    rec.user_agent = header_slice(c, "user-agent", 10);
+    rec.client_addr.ptr = c->client_addr;
+    rec.client_addr.len = c->client_addr_len;
+    char xff[512];
+    if (ex->ep) {
+        rec.backend_addr = str_slice(ex->ep->addr);
+        cr_slice_t in = header_slice(c, "x-forwarded-for", 15);
+        int n = in.len ? snprintf(xff, sizeof(xff), "%.*s, %s", (int)in.len, in.ptr, c->client_ip)
+                       : snprintf(xff, sizeof(xff), "%s", c->client_ip);
+        rec.x_forwarded_for.ptr = xff;
+        rec.x_forwarded_for.len = n < 0 ? 0 : (size_t)n < sizeof(xff) ? (size_t)n : sizeof(xff) - 1;
+        rec.x_forwarded_proto = header_slice(c, "x-forwarded-proto", 17);
+        if (!rec.x_forwarded_proto.len)
+            rec.x_forwarded_proto = str_slice("http");
+        rec.app_id = str_slice(ex->ep->app);
+        rec.app_index = str_slice(ex->ep->private_instance_index);
+        rec.instance_id = str_slice(ex->ep->private_instance_id);
+    }
+    rec.request_id.ptr = ex->request_id;
+    rec.request_id.len = ex->request_id[0] ? CR_UUID_STR_LEN : 0;
+    rec.response_time_s = (double)total_ns / 1e9;
+    int64_t backend_ns = 0;
+    if (ex->sent_mono_ns && ex->resp_head_mono_ns > ex->sent_mono_ns)
+        backend_ns = ex->resp_head_mono_ns - ex->sent_mono_ns;
+    rec.gorouter_time_s = (double)(total_ns - backend_ns) / 1e9;
+    char rerr[CR_REASON_CAP + 32];
+    size_t rl = cr_proxy_error_router_error(ex->error, ex->reason, rerr, sizeof(rerr));
+    rec.router_error.ptr = rerr;
+    rec.router_error.len = rl;
+    cr_access_log_write(log, &rec);
+}
+
+/* --- Closing ---------------------------------------------------------------- */
+
+static void close_conn(cr_conn_t *c)
+{
+    if (c->state == CR_CS_CLOSING)
+        return;
+    cr_worker_t *w = c->w;
+    detach_upstream(c, false);
+    release_endpoints(c);
+    set_state(c, CR_CS_CLOSING);
+    if (c->io.fd >= 0) {
+        close(c->io.fd);
+        c->io.fd = -1;
+    }
+    cr_buf_release(w, &c->cin);
+    cr_buf_release(w, &c->uin);
+    cr_buf_release(w, &c->rq_out);
+    cr_buf_release(w, &c->rs_out);
+    cr_counter_add(&w->counters.client_connections_open, (uint64_t)-1);
+    cr_worker__reap_conn(w, c);
+}
+
+void cr_proxy__abort(cr_conn_t *c)
+{
+    close_conn(c);
+}
+
+/* The client went away with a request in progress: 499 in the log. */
+static void client_closed(cr_conn_t *c)
+{
+    cr_exchange_t *ex = &c->ex;
+    if (ex->req.head_len && !ex->resp_started && !ex->accounted) {
+        ex->status = 499;
+        ex->error = CR_PERR_CLIENT_CLOSED;
+        snprintf(ex->reason, sizeof(ex->reason), "context canceled");
+        cr_counter_add(&c->w->counters.errors[CR_PERR_CLIENT_CLOSED], 1);
+    }
+    account(c);
+    close_conn(c);
+}
+
+/* --- Starting and finishing requests --------------------------------------- */
+
+static void reset_exchange(cr_conn_t *c)
+{
+    memset(&c->ex, 0, sizeof(c->ex));
+}
+
+/* The response is complete: log it, recycle what can be, then the next
+ * request or close. */
+static void finish_exchange(cr_conn_t *c)
+{
+    cr_exchange_t *ex = &c->ex;
+    cr_worker_t *w = c->w;
+    account(c);
+    if (c->up) {
+        bool reusable = ex->resp_keep_alive && ex->req_sent && ex->resp_done &&
+                        c->uin.start == c->uin.end && c->up->state == CR_US_RECEIVING &&
+                        !c->up->io.hup && !c->up->io.eof;
+        detach_upstream(c, reusable);
+    }
+    release_endpoints(c);
+    cr_buf_release(w, &c->uin);
+    cr_buf_release(w, &c->rq_out);
+    cr_buf_release(w, &c->rs_out);
+    bool keep = ex->client_keep_alive && !c->close_after && !c->io.eof &&
+                !atomic_load_explicit(&w->rt->draining, memory_order_relaxed);
+    if (!keep) {
+        close_conn(c);
+        return;
+    }
+    /* The next request starts after this one's body. */
+    uint32_t next = ex->has_body ? ex->b_scan : body_start(c);
+    c->cin.start = next;
+    if (c->cin.start >= c->cin.end) {
+        c->cin.start = c->cin.end = 0;
+        cr_buf_release(w, &c->cin);
+    } else if (c->cin.cap > CR_BUF_SIZE && c->cin.end - c->cin.start <= CR_BUF_SIZE / 2) {
+        /* Back from a big-head buffer to a pooled one. */
+        cr_buf_t small = {0};
+        cr_buf_acquire(w, &small);
+        small.end = c->cin.end - c->cin.start;
+        memcpy(small.data, c->cin.data + c->cin.start, small.end);
+        cr_buf_release(w, &c->cin);
+        c->cin = small;
+    }
+    reset_exchange(c);
+    c->parse_pending = c->cin.end > c->cin.start;
+    c->head_started_ns = c->cin.end > c->cin.start ? w->now_ns : 0;
+    c->last_active_ns = w->now_ns;
+    set_state(c, CR_CS_READ_HEAD);
+}
+
+/* --- Router-made answers ---------------------------------------------------- */
+
+static void respond_error(cr_conn_t *c, cr_proxy_error_t kind, const char *detail,
+                          size_t detail_len, const char *reason)
+{
+    cr_exchange_t *ex = &c->ex;
+    cr_worker_t *w = c->w;
+    if (ex->resp_started) {
+        /* Part of a response already went out: all we can do is close. */
+        if (reason && reason != ex->reason)
+            snprintf(ex->reason, sizeof(ex->reason), "%s", reason);
+        account(c);
+        close_conn(c);
+        return;
+    }
+    detach_upstream(c, false);
+    drop_in_flight(c);
+    const cr_proxy_error_info_t *info = cr_proxy_error_info(kind);
+    bool body_consumed = !ex->has_body || ex->b_done;
+    bool keep = ex->req.keep_alive && body_consumed && kind != CR_PERR_BAD_REQUEST &&
+                kind != CR_PERR_HEADERS_TOO_LARGE && !c->close_after;
+    if (reason && reason != ex->reason)
+        snprintf(ex->reason, sizeof(ex->reason), "%s", reason);
+    cr_buf_acquire(w, &c->rs_out);
+    c->rs_out.start = c->rs_out.end = 0;
+    int n = cr_proxy_error_write(kind, detail, detail_len, ex->reason[0] ? ex->reason : NULL,
+                                 keep, c->rs_out.data, c->rs_out.cap);
+    if (n == CR_ETOOBIG) {
+        cr_buf_grow(w, &c->rs_out, 64 * 1024);
+        n = cr_proxy_error_write(kind, detail, detail_len, ex->reason[0] ? ex->reason : NULL,
+                                 keep, c->rs_out.data, c->rs_out.cap);
+    }
+    c->rs_out.end = n > 0 ? (uint32_t)n : 0;
+    ex->router_response = true;
+    ex->status = info->status;
+    ex->error = kind;
+    ex->client_keep_alive = keep;
+    ex->resp_head_done = ex->resp_done = true;
+    cr_counter_add(&w->counters.errors[kind], 1);
+    if (kind == CR_PERR_BAD_REQUEST)
+        cr_counter_add(&w->counters.bad_requests, 1);
+    set_state(c, CR_CS_WRITE_RESPONSE);
+}
+
+/* Answers a head that cannot be parsed (400, 431) and closes afterwards. */
+static void respond_bad_head(cr_conn_t *c, cr_proxy_error_t kind)
+{
+    memset(&c->ex.req, 0, sizeof(c->ex.req));
+    respond_error(c, kind, NULL, 0, NULL);
+}
+
+/* --- Request body framing ---------------------------------------------------- */
+
+/* Frames newly buffered body bytes. Returns false on bad chunked framing. */
+static bool scan_request_body(cr_conn_t *c)
+{
+    cr_exchange_t *ex = &c->ex;
+    if (ex->b_done || c->cin.end <= ex->b_scan)
+        return true;
+    uint32_t avail = c->cin.end - ex->b_scan;
+    if (ex->req.body_kind == CR_HTTP_BODY_LENGTH) {
+        uint32_t n = ex->b_left < avail ? (uint32_t)ex->b_left : avail;
+        ex->b_scan += n;
+        ex->b_left -= n;
+        ex->req_body_bytes += n;
+        if (ex->b_left == 0)
+            ex->b_done = true;
+        return true;
+    }
+    int64_t r = cr_chunked_scan(&ex->b_chunk, c->cin.data + ex->b_scan, avail);
+    if (r == CR_EBAD)
+        return false;
+    if (r == CR_AGAIN) {
+        ex->b_scan = c->cin.end;
+    } else {
+        ex->b_scan += (uint32_t)r;
+        ex->b_done = true;
+    }
+    ex->req_body_bytes = ex->b_chunk.data_bytes;
+    return true;
+}
+
+/* --- Reading heads ---------------------------------------------------------- */
+
+static bool is_lower_hex(char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f');
+}
+
+/* "^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}:\d+$" */
+static bool app_instance_valid(const char *v, size_t len)
+{
+    if (len < 38)
+        return false;
+    for (size_t i = 0; i < 36; i++) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? v[i] != '-' : !is_lower_hex(v[i]))
+            return false;
+    }
+    if (v[36] != ':')
+        return false;
+    for (size_t i = 37; i < len; i++)
+        if (v[i] < '0' || v[i] > '9')
+            return false;
+    return true;
+}
+
+static bool is_idempotent(const cr_http_request_t *rq)
+{
+    switch (rq->method_len) {
+    case 3: return memcmp(rq->method, "GET", 3) == 0;
+    case 4: return memcmp(rq->method, "HEAD", 4) == 0;
+    case 5: return memcmp(rq->method, "TRACE", 5) == 0;
+    case 7: return memcmp(rq->method, "OPTIONS", 7) == 0;
+    default: return false;
+    }
+}
+
+/* A complete head is in cin at cin.start: set the exchange up and route it. */
+static void on_head(cr_conn_t *c)
+{
+    cr_exchange_t *ex = &c->ex;
+    cr_worker_t *w = c->w;
+    const cr_config_t *cfg = cfg_of(c);
+    cr_counter_add(&w->counters.requests, 1);
+    ex->hstart = c->cin.start;
+    ex->received_mono_ns = w->now_ns;
+    ex->received_real_ns = w->now_real_ns;
+    ex->deadline_ns = w->now_ns + cfg->endpoint_timeout_ns;
+    c->head_started_ns = 0;
+    cr_uuid4(ex->request_id);
+    ex->b_fwd = ex->b_scan = body_start(c);
+    ex->has_body = ex->req.body_kind != CR_HTTP_BODY_NONE;
+    ex->b_done = !ex->has_body;
+    ex->b_left = ex->req.body_kind == CR_HTTP_BODY_LENGTH ? (uint64_t)ex->req.content_length : 0;
+    cr_chunked_init(&ex->b_chunk);
+    if (ex->has_body && !scan_request_body(c)) {
+        respond_bad_head(c, CR_PERR_BAD_REQUEST);
+        return;
+    }
+    if (!ex->req.host || ex->req.host_len == 0) {
+        respond_error(c, CR_PERR_EMPTY_HOST, NULL, 0, NULL);
+        return;
+    }
+    ex->attempts = 1;
+    begin_attempt(c, true);
+}
+
+/* Whether buf[from, end) completes a line (worth parsing again). */
+static bool has_newline(const cr_buf_t *b, uint32_t from)
+{
+    return from < b->end && memchr(b->data + from, '\n', b->end - from) != NULL;
+}
+
+/* READ_HEAD: parse what is buffered, else read. Returns true on progress. */
+static bool step_read_head(cr_conn_t *c)
+{
+    cr_worker_t *w = c->w;
+    cr_router_t *rt = w->rt;
+    cr_buf_t *b = &c->cin;
+    if (c->parse_pending && b->data && b->end > b->start) {
+        c->parse_pending = false;
+        int r = cr_http1_parse_request(b->data + b->start, b->end - b->start, &rt->req_limits,
+                                       c->headers, &c->ex.req);
+        if (r > 0) {
+            /* A body needs room after the head: move a big head to a bigger buffer. */
+            uint32_t head_end = b->start + (uint32_t)r;
+            if (c->ex.req.body_kind != CR_HTTP_BODY_NONE && b->cap - head_end < 4096) {
+                if (b->start > 0) {
+                    memmove(b->data, b->data + b->start, b->end - b->start);
+                    b->end -= b->start;
+                    b->start = 0;
+                }
+                if (b->cap - (uint32_t)r < 4096)
+                    cr_buf_grow(w, b, (uint32_t)r + CR_BUF_SIZE);
+                c->parse_pending = true;
+                return true; /* parse again: the slices moved */
+            }
+            on_head(c);
+            return true;
+        }
+        if (r == CR_ETOOBIG) {
+            respond_bad_head(c, CR_PERR_HEADERS_TOO_LARGE);
+            return true;
+        }
+        if (r == CR_EBAD) {
+            respond_bad_head(c, CR_PERR_BAD_REQUEST);
+            return true;
+        }
+    }
+    if (c->io.eof || c->client_gone) {
+        close_conn(c);
+        return true;
+    }
+    if (!c->io.readable)
+        return false;
+    cr_buf_acquire(w, b);
+    if (b->end == b->cap) {
+        if (b->start > 0) {
+            memmove(b->data, b->data + b->start, b->end - b->start);
+            b->end -= b->start;
+            b->start = 0;
+        } else if (b->cap < rt->req_limits.max_head_bytes + 4) {
+            uint64_t cap = (uint64_t)b->cap * 4;
+            if (cap > rt->req_limits.max_head_bytes + 4096u)
+                cap = rt->req_limits.max_head_bytes + 4096u;
+            cr_buf_grow(w, b, (uint32_t)cap);
+        } else {
+            respond_bad_head(c, CR_PERR_HEADERS_TOO_LARGE);
+            return true;
+        }
+    }
+    uint32_t before = b->end;
+    ssize_t n = cr_io__read(&c->io, b);
+    if (n > 0) {
+        c->last_active_ns = w->now_ns;
+        if (before == b->start) {
+            c->head_started_ns = w->now_ns;
+            cr_timer_arm(w, &c->timer, read_head_deadline(c));
+        }
+        /* Parse again only when a line was completed. */
+        if (has_newline(b, before))
+            c->parse_pending = true;
+        return true;
+    }
+    if (n == 0 || (n < 0 && n != CR_AGAIN)) {
+        close_conn(c);
+        return true;
+    }
+    if (b->end == b->start && b->data) {
+        /* Idle: the buffer goes back to the pool until bytes arrive. */
+        b->start = b->end = 0;
+        cr_buf_release(w, b);
+    }
+    return false;
+}
+
+/* --- Routing and attempts ------------------------------------------------------ */
+
+/* Writes the backend-bound head for the current endpoint into rq_out. */
+static bool build_request_head(cr_conn_t *c)
+{
+    cr_worker_t *w = c->w;
+    cr_exchange_t *ex = &c->ex;
+    cr_request_rewrite_t rw = {
+        .req = &ex->req,
+        .client_ip = c->client_ip,
+        .endpoint = ex->ep,
+        .request_id = ex->request_id,
+        .received_at_ms = ex->received_real_ns / CR_NS_PER_MS,
+        .over_tls = false,
+        .upstream_keep_alive = !cfg_of(c)->disable_keep_alives,
+    };
+    uint32_t need = ex->req.head_len + CR_SLACK_HEAD;
+    if (need <= CR_BUF_SIZE)
+        cr_buf_acquire(w, &c->rq_out);
+    else
+        cr_buf_grow(w, &c->rq_out, need);
+    for (int i = 0; i < 3; i++) {
+        int n = cr_rewrite_request_head(&rw, c->rq_out.data, c->rq_out.cap);
+        if (n > 0) {
+            c->rq_out.start = 0;
+            c->rq_out.end = (uint32_t)n;
+            return true;
+        }
+        if (n != CR_ETOOBIG)
+            break;
+        cr_buf_grow(w, &c->rq_out, c->rq_out.cap * 2);
+    }
+    return false;
+}
+
+/* Picks an endpoint for the current attempt (re-looking the route up: the
+ * pool may have changed) and binds a backend connection. On the first
+ * attempt routing errors are answered; on a retry a failed pick ends in
+ * 502 with the previous failure's reason. Returns false when it answered. */
+static bool begin_attempt(cr_conn_t *c, bool first)
+{
+    cr_worker_t *w = c->w;
+    cr_router_t *rt = w->rt;
+    cr_exchange_t *ex = &c->ex;
+    const cr_http_request_t *rq = &ex->req;
+    const cr_http_header_t *ai = cr_http_find_header(rq->headers, rq->headers_len,
+                                                      "x-cf-app-instance", 17);
+    if (first && ai && !app_instance_valid(ai->value, ai->value_len)) {
+        respond_error(c, CR_PERR_INVALID_APP_INSTANCE, NULL, 0, NULL);
+        return false;
+    }
+    if (first)
+        cr_sticky_from_request(&rt->sticky, rq, &ex->sticky);
+
+    cr_pick_opts_t opts = {
+        .now_ns = w->now_ns,
+        .fail_window_ns = rt->fail_window_ns,
+        .max_conns = cfg_of(c)->backends_max_conns,
+        .exclude = ex->tried,
+        .exclude_len = ex->tried_len,
+    };
+    cr_pick_result_t pick = {0};
+    cr_registry_read_lock();
+    const cr_route_t *route = cr_registry_lookup(rt->reg, rq->host, rq->host_len, rq->path,
+                                                 rq->path_len);
+    if (ai) {
+        const char *colon = memchr(ai->value, ':', ai->value_len);
+        size_t glen = (size_t)(colon - ai->value);
+        cr_endpoint_t *ep = route ? cr_pool_find_by_app_index(cr_route_pool(route), ai->value,
+                                                              glen, colon + 1,
+                                                              ai->value_len - glen - 1)
+                                  : NULL;
+        if (!ep) {
+            cr_registry_read_unlock();
+            if (!first) {
+                respond_error(c, CR_PERR_ENDPOINT_FAILURE, NULL, 0, NULL);
+                return false;
+            }
+            char detail[512];
+            int n = snprintf(detail, sizeof(detail), "%.*s%c%.*s%c%.*s",
+                             (int)(ai->value_len - glen - 1), colon + 1, 0, (int)glen, ai->value,
+                             0, (int)rq->host_len, rq->host);
+            size_t dl = n < 0 ? 0 : (size_t)n < sizeof(detail) ? (size_t)n : sizeof(detail) - 1;
+            respond_error(c, CR_PERR_UNKNOWN_INSTANCE, detail, dl, NULL);
+            return false;
+        }
+        for (uint32_t i = 0; i < ex->tried_len; i++)
+            if (ex->tried[i] == ep)
+                ep = NULL;
+        if (ep && cr_balancer_is_overloaded(ep, opts.max_conns))
+            pick.err = CR_PERR_CONN_LIMIT;
+        else if (!ep)
+            pick.err = CR_PERR_ENDPOINT_FAILURE;
+        pick.ep = pick.err == CR_PERR_NONE ? ep : NULL;
+    } else if (!route) {
+        pick.err = CR_PERR_UNKNOWN_ROUTE;
+    } else {
+        const cr_pool_t *pool = cr_route_pool(route);
+        if (pool->len == 0) {
+            pick.err = rt->cfg->empty_pool_response_code_503 ? CR_PERR_NO_ENDPOINTS
+                                                             : CR_PERR_UNKNOWN_ROUTE;
+        } else {
+            cr_balancer_choose((cr_route_t *)route, pool, &opts, ex->sticky.instance_id,
+                               ex->sticky.instance_id_len, ex->sticky.must_be_sticky, &pick);
+        }
+    }
+    if (pick.ep) {
+        cr_endpoint_retain(pick.ep);
+        atomic_fetch_add_explicit(&pick.ep->in_flight, 1, memory_order_relaxed);
+    }
+    cr_registry_read_unlock();
+
+    if (first && ex->sticky.instance_id) {
+        cr_counter_add(&w->counters.sticky_requests, 1);
+        if (pick.sticky_hit)
+            cr_counter_add(&w->counters.sticky_hits, 1);
+        else {
+            cr_counter_add(&w->counters.sticky_misses, 1);
+            CR_DEBUG("router", "sticky miss host=%.*s instance=%.*s", (int)rq->host_len,
+                     rq->host, (int)ex->sticky.instance_id_len, ex->sticky.instance_id);
+        }
+    }
+    if (!pick.ep) {
+        if (!first) {
+            respond_error(c, CR_PERR_ENDPOINT_FAILURE, NULL, 0, NULL);
+            return false;
+        }
+        if (pick.err == CR_PERR_ENDPOINT_FAILURE)
+            respond_error(c, pick.err, NULL, 0, "No endpoints available");
+        else
+            respond_error(c, pick.err, rq->host, rq->host_len, NULL);
+        return false;
+    }
+    ex->ep = pick.ep;
+    ex->ep_in_flight = true;
+    if (!build_request_head(c)) {
+        respond_error(c, CR_PERR_HEADERS_TOO_LARGE, NULL, 0, NULL);
+        return false;
+    }
+    /* A fresh attempt: resend the head and the body from their start. */
+    ex->rq_sent = 0;
+    ex->head_sent = false;
+    ex->req_sent = false;
+    ex->got_resp_bytes = false;
+    ex->b_fwd = body_start(c);
+    cr_buf_release(w, &c->uin);
+    cr_buf_release(w, &c->rs_out);
+    int err = 0;
+    bool pooled = !cfg_of(c)->disable_keep_alives && !ex->free_retry_used;
+    c->up = cr_upstream__acquire(w, ex->ep, c, pooled, &err);
+    ex->dial_err = c->up ? 0 : err;
+    ex->sent_mono_ns = 0;
+    set_state(c, CR_CS_READ_BODY);
+    return true;
+}
+
+static void format_dial_reason(cr_conn_t *c, int err)
+{
+    char msg[96];
+    if (err == ETIMEDOUT) {
+        snprintf(msg, sizeof(msg), "i/o timeout");
+    } else {
+        snprintf(msg, sizeof(msg), "connect: %s", strerror(err));
+        msg[9] = (char)(msg[9] >= 'A' && msg[9] <= 'Z' ? msg[9] + 32 : msg[9]);
+    }
+    snprintf(c->ex.reason, sizeof(c->ex.reason), "dial tcp %s: %s",
+             c->ex.ep ? c->ex.ep->addr : "?", msg);
+}
+
+/* An attempt failed before the response head: retry on another endpoint
+ * when the rules allow (a transition back to READ_BODY), else answer 502. */
+static void attempt_failed(cr_conn_t *c, fail_kind_t kind, int err, const char *msg)
+{
+    cr_worker_t *w = c->w;
+    cr_exchange_t *ex = &c->ex;
+    bool reused = c->up && c->up->reused;
+    cr_sockaddr_t addr;
+    socklen_t addr_len = 0;
+    if (c->up) {
+        addr = c->up->addr;
+        addr_len = c->up->addr_len;
+    }
+    switch (kind) {
+    case F_DIAL:
+        format_dial_reason(c, err);
+        break;
+    case F_IO:
+        if (err == 0)
+            snprintf(ex->reason, sizeof(ex->reason), "EOF");
+        else if (err == ECONNRESET)
+            snprintf(ex->reason, sizeof(ex->reason), "read: connection reset by peer");
+        else
+            snprintf(ex->reason, sizeof(ex->reason), "%s", strerror(err));
+        break;
+    case F_TIMEOUT:
+        snprintf(ex->reason, sizeof(ex->reason), "timeout");
+        break;
+    case F_PROTO:
+        snprintf(ex->reason, sizeof(ex->reason), "%s", msg ? msg : "malformed response");
+        break;
+    }
+    detach_upstream(c, false);
+    cr_counter_add(&w->counters.backend_failures, 1);
+    drop_in_flight(c);
+    bool stale = reused && kind == F_IO;
+    if (stale && addr_len)
+        cr_upstream__close_idle_like(w, &addr, addr_len);
+    if (ex->ep && !stale && (kind == F_DIAL || (kind == F_IO && err == ECONNRESET))) {
+        int64_t now = w->now_ns ? w->now_ns : 1;
+        atomic_store_explicit(&ex->ep->failed_at_ns, now, memory_order_relaxed);
+    }
+    if (ex->ep) {
+        if (!stale && ex->tried_len < CR_MAX_TRIED)
+            ex->tried[ex->tried_len++] = ex->ep;
+        else
+            cr_endpoint_release(ex->ep);
+        ex->ep = NULL;
+    }
+    bool retriable = false;
+    if (kind == F_DIAL)
+        retriable = true;
+    else if (kind == F_IO)
+        retriable = !ex->got_resp_bytes &&
+                    (!ex->head_sent || reused || (is_idempotent(&ex->req) && !ex->has_body));
+    bool replayable = !ex->b_reused_region;
+    bool free_retry = stale && !ex->free_retry_used;
+    bool budget = free_retry || ex->attempts < cfg_of(c)->backends_max_attempts;
+    if (retriable && replayable && budget && w->now_ns < ex->deadline_ns && !c->client_gone) {
+        CR_DEBUG("router", "retrying request_id=%s reason=\"%s\"", ex->request_id, ex->reason);
+        if (free_retry)
+            ex->free_retry_used = true;
+        else
+            ex->attempts++;
+        cr_counter_add(&w->counters.retries, 1);
+        begin_attempt(c, false);
+        return;
+    }
+    static cr_log_ratelimit_t rl;
+    uint64_t skipped;
+    if (cr_log_ratelimit_allow(&rl, 5 * CR_NS_PER_SEC, &skipped))
+        CR_WARN("router", "backend failed reason=\"%s\" request_id=%s suppressed=%llu",
+                ex->reason, ex->request_id, (unsigned long long)skipped);
+    respond_error(c, CR_PERR_ENDPOINT_FAILURE, NULL, 0, ex->reason);
+}
+
+/* --- Pumping the request ------------------------------------------------------- */
+
+/* Moves request bytes client -> backend. Returns 1 on progress, 0 when
+ * blocked, -1 when the exchange changed state (failure, close). */
+static int pump_request(cr_conn_t *c)
+{
+    cr_worker_t *w = c->w;
+    cr_exchange_t *ex = &c->ex;
+    int progress = 0;
+    for (;;) {
+        cr_upconn_t *u = c->up;
+        bool moved = false;
+        /* Read more body when there is room. */
+        if (!ex->b_done && c->io.readable && c->cin.end < c->cin.cap) {
+            ssize_t n = cr_io__read(&c->io, &c->cin);
+            if (n > 0) {
+                c->last_active_ns = w->now_ns;
+                if (!scan_request_body(c)) {
+                    cr_counter_add(&w->counters.bad_requests, 1);
+                    if (ex->resp_started) {
+                        close_conn(c);
+                    } else {
+                        ex->has_body = true;
+                        ex->b_done = false;
+                        respond_error(c, CR_PERR_BAD_REQUEST, NULL, 0, NULL);
+                    }
+                    return -1;
+                }
+                moved = true;
+            } else if (n == 0 || n != CR_AGAIN) {
+                client_closed(c);
+                return -1;
+            }
+        }
+        if (!u || u->state != CR_US_SENDING)
+            return progress | moved;
+        uint32_t head_left = c->rq_out.end - ex->rq_sent;
+        uint32_t blen = ex->b_scan - ex->b_fwd;
+        if (head_left == 0 && blen == 0) {
+            if (ex->b_done) {
+                ex->req_sent = true;
+                u->state = CR_US_RECEIVING;
+                if (c->state == CR_CS_READ_BODY)
+                    set_state(c, CR_CS_WAIT_UPSTREAM);
+                return 1;
+            }
+            if (ex->b_fwd == c->cin.end && ex->b_fwd > body_start(c)) {
+                /* Everything buffered was forwarded: reuse the body region. */
+                c->cin.end = ex->b_fwd = ex->b_scan = body_start(c);
+                ex->b_reused_region = true;
+                moved = true;
+            }
+            if (!moved)
+                return progress;
+            progress = 1;
+            continue;
+        }
+        if (!u->io.writable)
+            return progress | moved;
+        ssize_t n = cr_io__send2(&u->io, c->rq_out.data + ex->rq_sent, head_left,
+                                 c->cin.data + ex->b_fwd, blen);
+        if (n < 0) {
+            attempt_failed(c, F_IO, (int)-n, NULL);
+            return -1;
+        }
+        uint32_t hn = (uint32_t)n < head_left ? (uint32_t)n : head_left;
+        ex->rq_sent += hn;
+        ex->b_fwd += (uint32_t)n - hn;
+        if (hn && ex->rq_sent == c->rq_out.end) {
+            ex->head_sent = true;
+            ex->sent_mono_ns = w->now_ns;
+        }
+        if (n == 0 && !moved)
+            return progress;
+        progress = 1;
+    }
+}
+
+/* --- Pumping the response -------------------------------------------------------- */
+
+static bool scan_response_body(cr_conn_t *c)
+{
+    cr_exchange_t *ex = &c->ex;
+    if (ex->resp_done || c->uin.end <= ex->r_scan)
+        return true;
+    uint32_t avail = c->uin.end - ex->r_scan;
+    switch (ex->r_kind) {
+    case CR_HTTP_BODY_LENGTH: {
+        uint32_t n = ex->r_left < avail ? (uint32_t)ex->r_left : avail;
+        ex->r_scan += n;
+        ex->r_left -= n;
+        if (ex->r_left == 0)
+            ex->resp_done = true;
+        return true;
+    }
+    case CR_HTTP_BODY_CHUNKED: {
+        int64_t r = cr_chunked_scan(&ex->r_chunk, c->uin.data + ex->r_scan, avail);
+        if (r == CR_EBAD)
+            return false;
+        if (r == CR_AGAIN) {
+            ex->r_scan = c->uin.end;
+        } else {
+            ex->r_scan += (uint32_t)r;
+            ex->resp_done = true;
+        }
+        return true;
+    }
+    case CR_HTTP_BODY_UNTIL_CLOSE:
+        ex->r_scan = c->uin.end;
+        return true;
+    default:
+        ex->resp_done = true;
+        return true;
+    }
+}
+
+/* Appends n bytes to rs_out, growing it when needed. */
+static char *rs_out_reserve(cr_conn_t *c, uint32_t n)
+{
+    cr_buf_t *b = &c->rs_out;
+    cr_buf_acquire(c->w, b);
+    if (b->start == b->end)
+        b->start = b->end = 0;
+    if (b->cap - b->end < n)
+        cr_buf_grow(c->w, b, b->end + n);
+    return b->data + b->end;
+}
+
+/* A final response head: rewrite it for the client. Returns false when the
+ * head was unusable (the exchange was answered or closed). */
+static bool on_response_head(cr_conn_t *c, const cr_http_response_t *resp)
+{
+    cr_worker_t *w = c->w;
+    cr_router_t *rt = w->rt;
+    cr_exchange_t *ex = &c->ex;
+    ex->status = resp->status;
+    ex->resp_head_done = true;
+    ex->resp_head_mono_ns = w->now_ns;
+    drop_in_flight(c);
+    if (resp->status == 101) {
+        if (!ex->req.upgrade) {
+            attempt_failed(c, F_PROTO, 0, "unexpected 101 response");
+            return false;
+        }
+        ex->upgrade = true;
+    }
+    ex->resp_keep_alive = resp->keep_alive && !rt->cfg->disable_keep_alives && !ex->upgrade;
+    ex->client_keep_alive = !ex->upgrade && ex->req.keep_alive &&
+                            resp->body_kind != CR_HTTP_BODY_UNTIL_CLOSE && ex->b_done &&
+                            !c->close_after &&
+                            !atomic_load_explicit(&rt->draining, memory_order_relaxed);
+    char extra[1024];
+    int extra_len = 0;
+    if (!ex->upgrade && ex->ep) {
+        cr_sticky_response_ctx_t sctx = {
+            .cfg = &rt->sticky,
+            .request = &ex->sticky,
+            .resp = resp,
+            .endpoint = ex->ep,
+            .context_path = ex->ep->context_path ? ex->ep->context_path : "",
+            .over_tls = false,
+        };
+        extra_len = cr_sticky_response_cookie(&sctx, extra, sizeof(extra));
+        if (extra_len < 0)
+            extra_len = 0;
+        if (extra_len > 0)
+            cr_counter_add(&w->counters.vcap_cookies_set, 1);
+    }
+    cr_response_rewrite_t rw = {
+        .resp = resp,
+        .request_id = ex->request_id,
+        .client_keep_alive = ex->client_keep_alive,
+        .upgrade = ex->upgrade,
+        .client_version_minor = ex->req.version_minor,
+        .extra = extra_len > 0 ? extra : NULL,
+        .extra_len = (size_t)extra_len,
+    };
+    uint32_t need = resp->head_len + 1024 + (uint32_t)extra_len;
+    for (int i = 0; i < 3; i++) {
+        char *out = rs_out_reserve(c, need);
+        int n = cr_rewrite_response_head(&rw, out, c->rs_out.cap - c->rs_out.end);
+        if (n > 0) {
+            c->rs_out.end += (uint32_t)n;
+            break;
+        }
+        if (n != CR_ETOOBIG || i == 2) {
+            attempt_failed(c, F_PROTO, 0, "response head too large");
+            return false;
+        }
+        need *= 2;
+    }
+    c->uin.start += resp->head_len;
+    ex->r_scan = c->uin.start;
+    ex->r_kind = (uint8_t)resp->body_kind;
+    ex->r_left = resp->body_kind == CR_HTTP_BODY_LENGTH ? (uint64_t)resp->content_length : 0;
+    cr_chunked_init(&ex->r_chunk);
+    if (resp->body_kind == CR_HTTP_BODY_NONE)
+        ex->resp_done = true;
+    if (ex->upgrade) {
+        c->up->state = CR_US_TUNNEL;
+        cr_counter_add(&w->counters.upgrades, 1);
+        /* Log the 101 now: the tunnel reuses cin, where the head lives. */
+        account(c);
+        c->cin.start = ex->b_scan;
+        c->last_active_ns = w->now_ns;
+        set_state(c, CR_CS_TUNNEL);
+    } else {
+        set_state(c, CR_CS_WRITE_RESPONSE);
+    }
+    return true;
+}
+
+/* Parses response heads in uin: 1xx are copied through, the final one is
+ * rewritten. Returns 1 on progress, 0 when more is needed, -1 on a change. */
+static int parse_response(cr_conn_t *c)
+{
+    cr_worker_t *w = c->w;
+    cr_exchange_t *ex = &c->ex;
+    bool is_head = ex->req.method_len == 4 && memcmp(ex->req.method, "HEAD", 4) == 0;
+    int progress = 0;
+    while (!ex->resp_head_done && c->uin.end > c->uin.start) {
+        cr_http_response_t resp;
+        int r = cr_http1_parse_response(c->uin.data + c->uin.start, c->uin.end - c->uin.start,
+                                        &w->rt->resp_limits, w->resp_headers, is_head, &resp);
+        if (r == CR_AGAIN) {
+            if (c->uin.end == c->uin.cap) {
+                if (c->uin.start > 0) {
+                    memmove(c->uin.data, c->uin.data + c->uin.start, c->uin.end - c->uin.start);
+                    c->uin.end -= c->uin.start;
+                    c->uin.start = 0;
+                } else if (c->uin.cap < CR_RESP_MAX_HEAD) {
+                    cr_buf_grow(w, &c->uin, CR_RESP_MAX_HEAD);
+                } else {
+                    attempt_failed(c, F_PROTO, 0, "Too many response headers");
+                    return -1;
+                }
+            }
+            return progress;
+        }
+        if (r < 0) {
+            attempt_failed(c, F_PROTO, 0, "malformed HTTP response");
+            return -1;
+        }
+        if (resp.status >= 100 && resp.status < 200 && resp.status != 101) {
+            /* Interim (100 Continue, 103): to the client as received. */
+            char *out = rs_out_reserve(c, (uint32_t)r);
+            memcpy(out, c->uin.data + c->uin.start, (size_t)r);
+            c->rs_out.end += (uint32_t)r;
+            c->uin.start += (uint32_t)r;
+            progress = 1;
+            continue;
+        }
+        return on_response_head(c, &resp) ? 1 : -1;
+    }
+    return progress;
+}
+
+/* The backend closed or failed while a response was expected or streaming. */
+static void upstream_ended(cr_conn_t *c, int err)
+{
+    cr_exchange_t *ex = &c->ex;
+    if (!ex->resp_head_done) {
+        if (ex->resp_started || c->rs_out.end > c->rs_out.start) {
+            /* A 1xx went (or is going) out: no 502 can follow it. */
+            close_conn(c);
+            return;
+        }
+        attempt_failed(c, F_IO, err, NULL);
+        return;
+    }
+    if (ex->r_kind == CR_HTTP_BODY_UNTIL_CLOSE && err == 0) {
+        ex->resp_done = true;
+        return;
+    }
+    /* Truncated body: the client sees the connection close. */
+    snprintf(ex->reason, sizeof(ex->reason), "%s", err ? strerror(err) : "unexpected EOF");
+    account(c);
+    close_conn(c);
+}
+
+/* Moves response bytes backend -> client. Returns 1/0/-1 as pump_request. */
+static int pump_response(cr_conn_t *c)
+{
+    cr_worker_t *w = c->w;
+    cr_exchange_t *ex = &c->ex;
+    int progress = 0;
+    for (;;) {
+        cr_upconn_t *u = c->up;
+        bool moved = false;
+        if (u && !ex->resp_done && (u->state == CR_US_SENDING || u->state == CR_US_RECEIVING) &&
+            u->io.readable) {
+            cr_buf_acquire(w, &c->uin);
+            if (c->uin.start == c->uin.end && c->uin.start != 0 && ex->r_scan == c->uin.end)
+                c->uin.start = c->uin.end = ex->r_scan = 0;
+            if (c->uin.end < c->uin.cap) {
+                ssize_t n = cr_io__read(&u->io, &c->uin);
+                if (n > 0) {
+                    ex->got_resp_bytes = true;
+                    moved = true;
+                } else if (n == 0 || n != CR_AGAIN) {
+                    upstream_ended(c, n == 0 ? 0 : (int)-n);
+                    if (c->state == CR_CS_CLOSING || c->up != u || !ex->resp_done)
+                        return -1;
+                    moved = true;
+                }
+            }
+        }
+        if (!ex->resp_head_done) {
+            int r = parse_response(c);
+            if (r < 0)
+                return -1;
+            if (c->state == CR_CS_TUNNEL)
+                return 1;
+            moved |= r > 0;
+        }
+        if (ex->resp_head_done && !scan_response_body(c)) {
+            snprintf(ex->reason, sizeof(ex->reason), "malformed chunked response");
+            account(c);
+            close_conn(c);
+            return -1;
+        }
+        uint32_t hlen = c->rs_out.end - c->rs_out.start;
+        uint32_t blen = ex->resp_head_done ? ex->r_scan - c->uin.start : 0;
+        if ((hlen || blen) && c->io.writable) {
+            ssize_t n = cr_io__send2(&c->io, c->rs_out.data + c->rs_out.start, hlen,
+                                     c->uin.data + c->uin.start, blen);
+            if (n < 0) {
+                client_closed(c);
+                return -1;
+            }
+            if (n > 0) {
+                ex->resp_started = true;
+                uint32_t hn = (uint32_t)n < hlen ? (uint32_t)n : hlen;
+                c->rs_out.start += hn;
+                c->uin.start += (uint32_t)n - hn;
+                ex->resp_body_bytes += (uint32_t)n - hn;
+                moved = true;
+            }
+            if (c->uin.start == c->uin.end && ex->r_scan == c->uin.end)
+                c->uin.start = c->uin.end = ex->r_scan = 0;
+        }
+        if (!moved)
+            return progress;
+        progress = 1;
+    }
+}
+
+/* --- The exchange ------------------------------------------------------------- */
+
+/* A hang-up seen while nothing is read from the client: gone for good, or
+ * a half-close after pipelined bytes? */
+static bool client_went_away(cr_conn_t *c)
+{
+    if (!c->io.hup || c->client_gone)
+        return c->client_gone;
+    char ch;
+    ssize_t r = recv(c->io.fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        c->client_gone = true;
+    c->io.hup = false;
+    return c->client_gone;
+}
+
+static bool step_exchange(cr_conn_t *c)
+{
+    cr_exchange_t *ex = &c->ex;
+    cr_client_state_t s0 = c->state;
+    if (ex->router_response) {
+        uint32_t len = c->rs_out.end - c->rs_out.start;
+        if (len && c->io.writable) {
+            ssize_t n = cr_io__send2(&c->io, c->rs_out.data + c->rs_out.start, len, NULL, 0);
+            if (n < 0) {
+                client_closed(c);
+                return true;
+            }
+            c->rs_out.start += (uint32_t)n;
+            if (n > 0)
+                ex->resp_started = true;
+        }
+        if (c->rs_out.start == c->rs_out.end) {
+            finish_exchange(c);
+            return true;
+        }
+        return false;
+    }
+    if (!ex->resp_head_done && ex->b_done && client_went_away(c)) {
+        client_closed(c);
+        return true;
+    }
+    cr_upconn_t *u = c->up;
+    if (!u) {
+        /* No socket could be made: a failed dial. */
+        attempt_failed(c, F_DIAL, ex->dial_err ? ex->dial_err : EMFILE, NULL);
+        return true;
+    }
+    if (u->state == CR_US_CONNECTING) {
+        cr_upstream__check_connect(u);
+        if (u->state == CR_US_CONNECTING)
+            return pump_request(c) > 0;
+    }
+    if (u->state == CR_US_CONNECT_FAILED) {
+        attempt_failed(c, F_DIAL, u->err, NULL);
+        return true;
+    }
+    bool progress = false;
+    if (!ex->req_sent) {
+        int r = pump_request(c);
+        if (r < 0 || c->state != s0)
+            return true;
+        progress |= r > 0;
+    }
+    int r = pump_response(c);
+    if (r < 0 || c->state == CR_CS_CLOSING || c->state == CR_CS_TUNNEL)
+        return true;
+    progress |= r > 0;
+    if (ex->resp_done && c->rs_out.start == c->rs_out.end && c->uin.start >= ex->r_scan &&
+        c->state == CR_CS_WRITE_RESPONSE) {
+        if (!ex->req_sent) {
+            /* Answered before the whole request was sent: this connection
+             * cannot carry the next request. */
+            ex->client_keep_alive = false;
+        }
+        finish_exchange(c);
+        return true;
+    }
+    return progress || c->state != s0;
+}
+
+/* --- Tunnel -------------------------------------------------------------------- */
+
+/* Moves bytes src -> dst through buf. Returns 1 progress, 0 blocked, -1 closed. */
+static int tunnel_dir(cr_io_t *src, cr_buf_t *buf, cr_io_t *dst, cr_worker_t *w)
+{
+    int progress = 0;
+    for (;;) {
+        bool moved = false;
+        if (buf->end > buf->start && dst->writable) {
+            ssize_t n = cr_io__send2(dst, buf->data + buf->start, buf->end - buf->start, NULL, 0);
+            if (n < 0)
+                return -1;
+            buf->start += (uint32_t)n;
+            moved = n > 0;
+        }
+        if (buf->start == buf->end) {
+            buf->start = buf->end = 0;
+            if (src->eof)
+                return -1;
+        }
+        if (src->readable && buf->end < buf->cap) {
+            cr_buf_acquire(w, buf);
+            ssize_t n = cr_io__read(src, buf);
+            if (n > 0)
+                moved = true;
+            else if (n == 0 || n != CR_AGAIN)
+                moved = true; /* eof: flush, then close */
+            if (n < 0 && n != CR_AGAIN)
+                return -1;
+        }
+        if (!moved)
+            return progress;
+        progress = 1;
+    }
+}
+
+static bool step_tunnel(cr_conn_t *c)
+{
+    cr_worker_t *w = c->w;
+    cr_upconn_t *u = c->up;
+    if (!u) {
+        close_conn(c);
+        return true;
+    }
+    /* The 101 head (and any bytes after it) go first. */
+    uint32_t hlen = c->rs_out.end - c->rs_out.start;
+    if (hlen && c->io.writable) {
+        ssize_t n = cr_io__send2(&c->io, c->rs_out.data + c->rs_out.start, hlen, NULL, 0);
+        if (n < 0) {
+            close_conn(c);
+            return true;
+        }
+        c->rs_out.start += (uint32_t)n;
+    }
+    if (c->rs_out.start != c->rs_out.end)
+        return false;
+    cr_buf_acquire(w, &c->cin);
+    cr_buf_acquire(w, &c->uin);
+    int a = tunnel_dir(&c->io, &c->cin, &u->io, w);
+    int b = a < 0 ? -1 : tunnel_dir(&u->io, &c->uin, &c->io, w);
+    if (a < 0 || b < 0) {
+        close_conn(c);
+        return true;
+    }
+    if (a > 0 || b > 0)
+        c->last_active_ns = w->now_ns;
+    return false;
+}
+
+/* --- Driving --------------------------------------------------------------------- */
+
+static void drive(cr_conn_t *c)
+{
+    for (;;) {
+        bool progress;
+        switch (c->state) {
+        case CR_CS_READ_HEAD:
+            progress = step_read_head(c);
+            break;
+        case CR_CS_READ_BODY:
+        case CR_CS_WAIT_UPSTREAM:
+        case CR_CS_WRITE_RESPONSE:
+            progress = step_exchange(c);
+            break;
+        case CR_CS_TUNNEL:
+            progress = step_tunnel(c);
+            break;
+        default:
+            return;
+        }
+        if (!progress)
+            return;
+    }
+}
+
+void cr_proxy__on_accept(cr_conn_t *c)
+{
+    cr_worker_t *w = c->w;
+    c->last_active_ns = w->now_ns;
+    c->head_started_ns = w->now_ns; /* the first head is due within read_header_timeout */
+    c->io.writable = true;
+    c->io.readable = true;          /* try at once: the request often came with the SYN-ACK's ACK */
+    set_state(c, CR_CS_READ_HEAD);
+    drive(c);
+}
+
+void cr_proxy__on_client_event(cr_conn_t *c, uint32_t events)
+{
+    if (events & EPOLLIN)
+        c->io.readable = true;
+    if (events & EPOLLOUT)
+        c->io.writable = true;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        c->io.hup = true;
+        c->io.readable = true;
+        if (events & (EPOLLHUP | EPOLLERR))
+            c->client_gone = true;
+    }
+    drive(c);
+}
+
+void cr_proxy__on_upstream_event(cr_conn_t *c)
+{
+    drive(c);
+}
+
+void cr_proxy__on_timer(cr_conn_t *c)
+{
+    cr_worker_t *w = c->w;
+    switch (c->state) {
+    case CR_CS_READ_HEAD: {
+        int64_t dl = read_head_deadline(c);
+        if (w->now_ns < dl) {
+            cr_timer_arm(w, &c->timer, dl);
+            return;
+        }
+        /* Slowloris or idle: close without an answer. */
+        close_conn(c);
+        return;
+    }
+    case CR_CS_READ_BODY:
+    case CR_CS_WAIT_UPSTREAM:
+        if (w->now_ns < c->ex.deadline_ns) {
+            cr_timer_arm(w, &c->timer, c->ex.deadline_ns);
+            return;
+        }
+        if (c->up && c->up->state == CR_US_CONNECTING) {
+            c->up->err = ETIMEDOUT;
+            c->up->state = CR_US_CONNECT_FAILED;
+        }
+        attempt_failed(c, F_TIMEOUT, ETIMEDOUT, NULL);
+        drive(c);
+        return;
+    case CR_CS_WRITE_RESPONSE:
+        if (!c->ex.router_response) {
+            snprintf(c->ex.reason, sizeof(c->ex.reason), "timeout");
+            account(c);
+        }
+        close_conn(c);
+        return;
+    case CR_CS_TUNNEL: {
+        int64_t dl = c->last_active_ns + cfg_of(c)->frontend_idle_timeout_ns;
+        if (w->now_ns < dl) {
+            cr_timer_arm(w, &c->timer, dl);
+            return;
+        }
+        close_conn(c);
+        return;
+    }
+    default:
+        return;
+    }
+}
+
+void cr_proxy__drain(cr_conn_t *c)
+{
+    if (c->state == CR_CS_READ_HEAD && c->cin.end == c->cin.start) {
+        close_conn(c);
+        return;
+    }
+    c->close_after = true;
+}
