@@ -3,7 +3,9 @@
  * Mirrors Go's encoding/json on gorouter's RegistryMessage: object keys match
  * field names case-insensitively, unknown keys are ignored, the last of
  * duplicate keys wins, and JSON null leaves a scalar field as it was (but
- * clears "tags" and "uris", which are a map and a slice in Go). Any type
+ * clears "tags" and "uris", which are a map and a slice in Go). One known
+ * difference: jansson folds byte-identical duplicate keys before we see
+ * them, so {"port":1,"port":null} has no port here (Go keeps 1). Any type
  * mismatch rejects the whole message. Unlike gorouter, host, a port and at
  * least one non-empty uri are required.
  *
@@ -181,7 +183,7 @@ static int take_options(const json_t *v, cr_register_msg_t *m)
  * the offending field in *what. */
 static int fill(const json_t *const *f, cr_register_msg_t *m, const char **what)
 {
-    int64_t n;
+    int64_t n = 0;
     for (int i = 0; i < F_COUNT; i++) {
         const json_t *v = f[i];
         if (!v)

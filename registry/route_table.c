@@ -230,6 +230,10 @@ static bool parse_uri(const char *uri, uri_parts_t *p)
     p->host_len = strip_port(uri, hn);
     p->path = slash ? slash + 1 : uri + n;
     p->path_len = slash ? n - hn - 1 : 0;
+    while (p->path_len > 0 && p->path[0] == '/') {
+        p->path++;
+        p->path_len--;
+    }
     while (p->path_len > 0 && p->path[p->path_len - 1] == '/')
         p->path_len--;
     return p->host_len > 0;
@@ -237,14 +241,21 @@ static bool parse_uri(const char *uri, uri_parts_t *p)
 
 /* --- route arrays ------------------------------------------------------ */
 
+/* Orders lower-case path a against path b (any case): longer first, then
+ * bytewise on the lower-cased bytes. */
 static int cmp_path(const char *a, size_t an, const char *b, size_t bn)
 {
     if (an != bn)
         return an > bn ? -1 : 1;
-    return memcmp(a, b, an);
+    for (size_t i = 0; i < an; i++) {
+        unsigned char x = (unsigned char)a[i], y = lc((unsigned char)b[i]);
+        if (x != y)
+            return x < y ? -1 : 1;
+    }
+    return 0;
 }
 
-/* Binary search for a lower-case path; returns its index or, negated minus
+/* Binary search for a path (any case); returns its index or, negated minus
  * one, where it would be inserted. */
 static long vec_find(const route_vec_t *v, const char *path, size_t len)
 {
@@ -375,14 +386,8 @@ static route_node_t *route_get(cr_registry_t *reg, const uri_parts_t *u, bool cr
     *he_out = he;
     if (!he)
         return NULL;
-    char lpath_buf[256];
-    char *lpath = u->path_len < sizeof lpath_buf ? lpath_buf : cr_xmalloc(u->path_len + 1);
-    for (size_t i = 0; i < u->path_len; i++)
-        lpath[i] = (char)lc((unsigned char)u->path[i]);
     route_vec_t *v = he->routes;
-    long pos = vec_find(v, lpath, u->path_len);
-    if (lpath != lpath_buf)
-        free(lpath);
+    long pos = vec_find(v, u->path, u->path_len);
     if (pos >= 0)
         return v->routes[pos];
     if (!create)
@@ -555,7 +560,7 @@ const cr_route_t *cr_registry_lookup(const cr_registry_t *reg, const char *host,
     const char *q = path_len ? memchr(path, '?', path_len) : NULL;
     if (q)
         path_len = (size_t)(q - path);
-    if (path_len > 0 && path[0] == '/') {
+    while (path_len > 0 && path[0] == '/') {
         path++;
         path_len--;
     }
