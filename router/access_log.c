@@ -174,10 +174,18 @@ static void escape(fmt_t *f, const char *s, size_t n, const char *limit)
         char esc[10];
         size_t elen = 0, consumed = 1;
         if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
-            if (p >= limit)
+            /* A run of bytes that need no escape: one copy. */
+            size_t j = i + 1;
+            while (j < n && u[j] >= 0x20 && u[j] < 0x7f && u[j] != '"' && u[j] != '\\')
+                j++;
+            size_t run = j - i;
+            if (run > (size_t)(limit - p))
+                run = (size_t)(limit - p);
+            memcpy(p, u + i, run);
+            p += run;
+            i += run;
+            if (i < j)
                 break;
-            *p++ = (char)c;
-            i++;
             continue;
         }
         if (c == '"' || c == '\\') {
@@ -287,6 +295,18 @@ static void seconds(fmt_t *f, double v)
 {
     if (!(v >= 0) || isinf(v)) {
         RAW_LIT(f, "\"-\"");
+    } else if (v < 1e9) {
+        /* Integer microseconds: what %.6f prints, without printf's cost. */
+        uint64_t us = (uint64_t)(v * 1e6 + 0.5);
+        raw_uint(f, us / 1000000);
+        char frac[7];
+        uint64_t r = us % 1000000;
+        frac[0] = '.';
+        for (int i = 6; i >= 1; i--) {
+            frac[i] = (char)('0' + r % 10);
+            r /= 10;
+        }
+        raw(f, frac, 7);
     } else {
         char tmp[64];
         int n = snprintf(tmp, sizeof(tmp), "%.6f", v);

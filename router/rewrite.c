@@ -66,6 +66,13 @@ static void put_clean(out_t *o, const char *s)
 {
     if (!s)
         return;
+    size_t n = 0;
+    while ((unsigned char)s[n] >= 0x20 && s[n] != 0x7f)
+        n++;
+    if (CR_LIKELY(s[n] == '\0')) {
+        put(o, s, n); /* the usual case: nothing to drop */
+        return;
+    }
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (c < 0x20 || c == 0x7f)
