@@ -16,7 +16,7 @@
  * prints local time with a literal Z); its seconds part is formatted once
  * per second per thread.
  *
- * Queue: workers format into a stack buffer, then copy the line into one
+ * Queue: workers format into a per-thread buffer, then copy the line into one
  * byte ring under a mutex held only for the memcpy. When the ring lacks room
  * the line is dropped and counted; a slow disk never stalls a worker. One
  * writer thread writes the ring's committed bytes with writev(2) outside the
