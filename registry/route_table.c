@@ -79,6 +79,19 @@ struct cr_registry {
     _Atomic int64_t last_update_ns;
 };
 
+#ifdef CR_REGISTRY_TSAN
+/* liburcu is not built with TSan, so its own allocations, freed on its
+ * call_rcu and workqueue threads after futex hand-offs TSan cannot see, look
+ * like races. Ignore what happens inside it; our objects are annotated. */
+const char *__tsan_default_suppressions(void);
+const char *__tsan_default_suppressions(void)
+{
+    return "called_from_lib:liburcu-memb.so\n"
+           "called_from_lib:liburcu-cds.so\n"
+           "called_from_lib:liburcu-common.so\n";
+}
+#endif
+
 /* --- RCU thread registration ------------------------------------------ */
 
 static __thread bool rcu_registered;
