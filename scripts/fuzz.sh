@@ -16,8 +16,8 @@
 # (test/fuzz/corpus/<target>/), so the checked-in corpus only changes with
 # --merge. A crash, leak, timeout or sanitizer report fails the target; its
 # reproducer is kept in <build dir>/artifacts/<target>/ (replay it with
-# `<build dir>/<target>_fuzzer FILE`, then add it to the corpus as a
-# regression). Prints executions per target and a closing line
+# `<build dir>/test/fuzz/<target>_fuzzer FILE`, then add it to the corpus as
+# a regression). Prints executions per target and a closing line
 # "fuzz: N passed, M failed". Exits 1 when any target failed.
 set -euo pipefail
 
@@ -80,10 +80,16 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:detect_leaks=1:abort_on_erro
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 
 for t in "${TARGETS[@]}"; do
-  bin="$BUILD_DIR/${t}_fuzzer"
   if ((!built_all)) && ! cmake --build "$BUILD_DIR" --target "${t}_fuzzer" >"$TMP/$t.build.log" 2>&1; then
     tail -n 30 "$TMP/$t.build.log" >&2
     printf 'fuzz %-26s FAILED (does not build)\n' "$t"
+    failed=$((failed + 1)); failures+=("$t (build)")
+    continue
+  fi
+  # The binary sits in the build tree where its CMakeLists.txt put it.
+  bin=$(find "$BUILD_DIR" -path "$BUILD_DIR/artifacts" -prune -o -type f -name "${t}_fuzzer" -perm -u+x -print | head -n 1)
+  if [[ -z $bin ]]; then
+    printf 'fuzz %-26s FAILED (no %s_fuzzer binary in %s)\n' "$t" "$t" "$BUILD_DIR"
     failed=$((failed + 1)); failures+=("$t (build)")
     continue
   fi

@@ -43,39 +43,43 @@ export CROUTER_NO_INSTALL=1   # fuzz.sh below: already done
 # --- 1. ASan + UBSan build and ctest ------------------------------------
 step "build ($BUILD_DIR, ASan+UBSan)"
 jobs=$(nproc 2>/dev/null || echo 2)
-cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCROUTER_SANITIZE=address,undefined -DCROUTER_TESTS=ON >/dev/null
-# Keep going past a broken target, so the tests that do build still run.
-keep_going=()
-case $(sed -n 's/^CMAKE_GENERATOR:INTERNAL=//p' "$BUILD_DIR/CMakeCache.txt") in
-  Ninja*) keep_going=(-- -k 0) ;;
-  *Makefiles*) keep_going=(-- -k) ;;
-esac
-if ! cmake --build "$BUILD_DIR" -j"$jobs" "${keep_going[@]}"; then
-  printf 'test.sh: the build failed; running the tests that were built\n' >&2
-  fail "build ($BUILD_DIR)"
-fi
-
-step "ctest (unit, integration, fuzz corpus replay; ASan+UBSan)"
-ctest_log="$BUILD_DIR/ctest.log"
-ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$TEST_JOBS" -LE bench 2>&1 | tee "$ctest_log" || true
-# "87% tests passed, 3 tests failed out of 23"
-summary=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$ctest_log" | tail -n 1 || true)
-if [[ -n $summary ]]; then
-  t_failed=$(sed -E 's/.* ([0-9]+) tests? failed out of.*/\1/' <<<"$summary")
-  t_total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$summary")
-  passed=$((passed + t_total - t_failed))
-  failed=$((failed + t_failed))
-  # "The following tests FAILED:" then lines "   7 - test_x (Failed)".
-  while IFS= read -r name; do failures+=("$name"); done < <(
-    awk '/^The following tests FAILED:/ { on = 1; next }
-         on && $2 == "-" { print $3 " " $4; next }
-         on { on = 0 }' "$ctest_log")
-elif grep -q 'No tests were found' "$ctest_log"; then
-  printf 'test.sh: ctest found no tests\n' >&2
-  fail "ctest (no tests)"
+if ! cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+     -DCROUTER_SANITIZE=address,undefined -DCROUTER_TESTS=ON >/dev/null; then
+  printf 'test.sh: cmake configure failed for %s; no tests can run there\n' "$BUILD_DIR" >&2
+  fail "configure ($BUILD_DIR)"
 else
-  fail "ctest (did not run)"
+  # Keep going past a broken target, so the tests that do build still run.
+  keep_going=()
+  case $(sed -n 's/^CMAKE_GENERATOR:INTERNAL=//p' "$BUILD_DIR/CMakeCache.txt") in
+    Ninja*) keep_going=(-- -k 0) ;;
+    *Makefiles*) keep_going=(-- -k) ;;
+  esac
+  if ! cmake --build "$BUILD_DIR" -j"$jobs" "${keep_going[@]}"; then
+    printf 'test.sh: the build failed; running the tests that were built\n' >&2
+    fail "build ($BUILD_DIR)"
+  fi
+
+  step "ctest (unit, integration, fuzz corpus replay; ASan+UBSan)"
+  ctest_log="$BUILD_DIR/ctest.log"
+  ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$TEST_JOBS" -LE bench 2>&1 | tee "$ctest_log" || true
+  # "87% tests passed, 3 tests failed out of 23"
+  summary=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$ctest_log" | tail -n 1 || true)
+  if [[ -n $summary ]]; then
+    t_failed=$(sed -E 's/.* ([0-9]+) tests? failed out of.*/\1/' <<<"$summary")
+    t_total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$summary")
+    passed=$((passed + t_total - t_failed))
+    failed=$((failed + t_failed))
+    # "The following tests FAILED:" then lines "   7 - test_x (Failed)".
+    while IFS= read -r name; do failures+=("$name"); done < <(
+      awk '/^The following tests FAILED:/ { on = 1; next }
+           on && $2 == "-" { print $3 " " $4; next }
+           on { on = 0 }' "$ctest_log")
+  elif grep -q 'No tests were found' "$ctest_log"; then
+    printf 'test.sh: ctest found no tests\n' >&2
+    fail "ctest (no tests)"
+  else
+    fail "ctest (did not run)"
+  fi
 fi
 
 # --- 2. libFuzzer targets -----------------------------------------------
