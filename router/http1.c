@@ -53,6 +53,60 @@ static const uint8_t cls[256] = {
 
 #define CL_MAX ((int64_t)1 << 62)
 
+/* Word-at-a-time skipping of the long runs (targets, values): a word with
+ * no byte below 0x20 (0x21 for targets) and no DEL is all good bytes, since
+ * obs-text (0x80-0xFF) is allowed in both. The tests are exact ("hasless" and
+ * "haszero" from the bit-twiddling hacks). Words are loaded only when 8
+ * bytes remain before end. */
+#define ONES  0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+static inline bool any_below(uint64_t x, uint64_t n)
+{
+    return ((x - ONES * n) & ~x & HIGHS) != 0;
+}
+
+static inline bool any_del(uint64_t x)
+{
+    uint64_t y = x ^ (ONES * 0x7f);
+    return ((y - ONES) & ~y & HIGHS) != 0;
+}
+
+/* Skips field-content bytes from p; stops at the first other byte, at the
+ * latest at the CR that ends the line (before end). */
+static const char *skip_value(const char *p, const char *end)
+{
+    for (;;) {
+        while (end - p >= 8) {
+            uint64_t x;
+            memcpy(&x, p, 8);
+            if (any_below(x, 0x20) || any_del(x))
+                break;
+            p += 8;
+        }
+        while (IS(*p, C_VALUE) && *p != '\t')
+            p++;
+        if (*p != '\t')
+            return p;
+        p++;
+    }
+}
+
+/* Skips request-target bytes from p; stops at SP or any other byte. */
+static const char *skip_target(const char *p, const char *end)
+{
+    while (end - p >= 8) {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        if (any_below(x, 0x21) || any_del(x))
+            break;
+        p += 8;
+    }
+    while (IS(*p, C_TARGET))
+        p++;
+    return p;
+}
+
 static inline unsigned char lower(unsigned char c)
 {
     return (c >= 'A' && c <= 'Z') ? (unsigned char)(c | 0x20) : c;
@@ -266,10 +320,10 @@ static int on_header(head_info_t *hi, const cr_http_header_t *h)
 }
 
 /* Walks the header lines of a complete head from p (the start of the first
- * field line) to the empty line. Returns 0 with *count set, CR_EBAD or
+ * field line) to the empty line that ends at end. Returns 0 with *count set, CR_EBAD or
  * CR_ETOOBIG (more than max fields). */
-static int parse_fields(const char *p, cr_http_header_t *headers, uint32_t max, uint32_t *count,
-                        head_info_t *hi)
+static int parse_fields(const char *p, const char *end, cr_http_header_t *headers, uint32_t max,
+                        uint32_t *count, head_info_t *hi)
 {
     uint32_t n = 0;
     for (;;) {
@@ -290,8 +344,7 @@ static int parse_fields(const char *p, cr_http_header_t *headers, uint32_t max, 
         while (is_ows(*p))
             p++;
         const char *value = p;
-        while (IS(*p, C_VALUE))
-            p++;
+        p = skip_value(p, end);
         if (p[0] != '\r' || p[1] != '\n')
             return CR_EBAD;
         const char *vend = p;
@@ -446,8 +499,7 @@ int cr_http1_parse_request(const char *buf, size_t len, const cr_http_limits_t *
         return CR_EBAD;
     out->method_len = (uint32_t)(p - out->method);
     out->target = ++p;
-    while (IS(*p, C_TARGET))
-        p++;
+    p = skip_target(p, end);
     if (p == out->target || *p != ' ')
         return CR_EBAD;
     out->target_len = (uint32_t)(p - out->target);
@@ -463,7 +515,7 @@ int cr_http1_parse_request(const char *buf, size_t len, const cr_http_limits_t *
         return rc;
 
     head_info_t hi = { .content_length = -1 };
-    rc = parse_fields(p, headers, lim->max_headers, &out->headers_len, &hi);
+    rc = parse_fields(p, end, headers, lim->max_headers, &out->headers_len, &hi);
     if (rc != 0)
         return rc;
     rc = check_framing(&hi, out->version_minor);
@@ -529,8 +581,7 @@ int cr_http1_parse_response(const char *buf, size_t len, const cr_http_limits_t 
     p += 3;
     if (*p == ' ') {
         out->reason = ++p;
-        while (IS(*p, C_VALUE))
-            p++;
+        p = skip_value(p, end);
         out->reason_len = (uint32_t)(p - out->reason);
     } else {
         out->reason = p;
@@ -540,7 +591,7 @@ int cr_http1_parse_response(const char *buf, size_t len, const cr_http_limits_t 
     p += 2;
 
     head_info_t hi = { .content_length = -1 };
-    int rc = parse_fields(p, headers, lim->max_headers, &out->headers_len, &hi);
+    int rc = parse_fields(p, end, headers, lim->max_headers, &out->headers_len, &hi);
     if (rc != 0)
         return CR_EBAD;
     rc = check_framing(&hi, out->version_minor);

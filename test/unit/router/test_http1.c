@@ -421,6 +421,49 @@ static void test_reject_nul_and_ctl_in_values(void **state)
     assert_true(parse("GET / HTTP/1.1\r\nHost: a\r\nX: a\tb\r\n\r\n") > 0);
 }
 
+/* Concatenates three pieces (the middle one may hold NUL) into buf. */
+static size_t build3(char *buf, const char *a, const char *mid, size_t mid_len, const char *b)
+{
+    size_t n = strlen(a);
+    memcpy(buf, a, n);
+    memcpy(buf + n, mid, mid_len);
+    memcpy(buf + n + mid_len, b, strlen(b));
+    return n + mid_len + strlen(b);
+}
+
+/* The value and target scanners skip 8 bytes at a time; a bad byte must be
+ * found at every offset, and good ones (HTAB, obs-text) must not stop them. */
+static void test_bad_byte_found_at_every_offset(void **state)
+{
+    (void)state;
+    char buf[256], val[40];
+    static const struct {
+        char c;
+        bool value_ok, target_ok;
+    } bytes[] = {
+        { '\x7f', false, false }, { '\x01', false, false }, { '\x1f', false, false },
+        { '\0', false, false }, { '\t', true, false }, { ' ', true, false },
+        { '\x80', true, true }, { '\xff', true, true }, { '~', true, true },
+    };
+    for (size_t b = 0; b < CR_ARRAY_LEN(bytes); b++) {
+        for (size_t k = 0; k < sizeof(val); k++) {
+            memset(val, 'v', sizeof(val));
+            val[k] = bytes[b].c;
+            size_t n = build3(buf, "GET / HTTP/1.1\r\nHost: a\r\nX: v", val, sizeof(val), "v\r\n\r\n");
+            int rc = parse_n(buf, n);
+            if (bytes[b].value_ok) {
+                assert_int_equal(rc, (int)n);
+                assert_int_equal(hdrs[1].value_len, 42);
+            } else {
+                assert_int_equal(rc, CR_EBAD);
+            }
+            n = build3(buf, "GET /", val, sizeof(val), "/ HTTP/1.1\r\nHost: a\r\n\r\n");
+            rc = parse_n(buf, n);
+            assert_int_equal(rc, bytes[b].target_ok ? (int)n : CR_EBAD);
+        }
+    }
+}
+
 static void test_reject_multiple_host_headers(void **state)
 {
     (void)state;
@@ -807,6 +850,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_reject_bare_cr),
         cmocka_unit_test(test_reject_bare_lf),
         cmocka_unit_test(test_reject_nul_and_ctl_in_values),
+        cmocka_unit_test(test_bad_byte_found_at_every_offset),
         cmocka_unit_test(test_reject_multiple_host_headers),
         cmocka_unit_test(test_reject_invalid_host_bytes),
         cmocka_unit_test(test_reject_te_other_than_single_chunked),
