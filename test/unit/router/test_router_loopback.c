@@ -538,7 +538,7 @@ static void test_chunked_upload_is_echoed(void **state)
         size_t n = 1 + (size_t)(rand_r(&seed) % 4999);
         for (size_t k = 0; k < n; k++)
             chunk[k] = (char)('a' + rand_r(&seed) % 26);
-        char sz[16];
+        char sz[24];
         snprintf(sz, sizeof sz, "%zx\r\n", n);
         write_all(fd, sz, strlen(sz));
         write_all(fd, chunk, n);
