@@ -463,6 +463,9 @@ static void *worker_main(void *arg)
 {
     cr_worker_t *w = arg;
     cr_router_t *rt = w->rt;
+    char name[16];
+    snprintf(name, sizeof(name), "crouter-w%u", w->id);
+    pthread_setname_np(pthread_self(), name);
     cr_registry_reader_thread_register();
     struct epoll_event events[CR_EVENTS_PER_WAIT];
     w->now_ns = cr_now_mono_ns();
