@@ -609,6 +609,37 @@ static void test_crouterctl_register_routes_unregister_round_trip(void **state)
     assert_true(ts_crouter_wait_route(&f->cr, "ctl.example.com", 0, 5000));
 }
 
+/* gorouter dropped registrations above 131072 pending messages (gorouter#166). */
+static void test_burst_of_200000_registrations_not_dropped(void **state)
+{
+    fx_t *f = *state;
+    start_crouter(f, NULL);
+    char msg[160];
+    for (int i = 0; i < 200000; i++) {
+        int n = snprintf(msg, sizeof msg,
+                         "{\"host\":\"127.0.0.1\",\"port\":%d,\"uris\":[\"r%d.burst.example.com\"]}",
+                         20000 + i % 40000, i);
+        if (natsConnection_Publish(f->nc, "router.register", msg, n) != NATS_OK)
+            fail_msg("publish %d failed", i);
+    }
+    assert_int_equal(natsConnection_FlushTimeout(f->nc, 30000), NATS_OK);
+    int64_t deadline = ts_now_ms() + 60000;
+    json_int_t urls = -1;
+    while (ts_now_ms() < deadline) {
+        json_t *varz = ts_crouter_varz(&f->cr);
+        assert_non_null(varz);
+        urls = json_integer_value(json_object_get(varz, "urls"));
+        json_decref(varz);
+        if (urls >= 200000)
+            break;
+        ts_sleep_ms(200);
+    }
+    if (urls != 200000)
+        fail_msg("/varz urls=%lld after a burst of 200000 registrations of distinct routes", (long long)urls);
+    assert_true(ts_crouter_wait_route(&f->cr, "r199999.burst.example.com", 1, 1000));
+    assert_true(ts_crouter_wait_route(&f->cr, "r0.burst.example.com", 1, 1000));
+}
+
 int main(void)
 {
     ts_init("foundation");
@@ -622,6 +653,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prune_honours_shorter_stale_threshold_in_seconds, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_100_malformed_messages_then_good_one, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_crouterctl_register_routes_unregister_round_trip, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_burst_of_200000_registrations_not_dropped, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_nats_restart_start_published_routes_survive_new_registrations_work,
                                         fx_setup, fx_teardown),
     };

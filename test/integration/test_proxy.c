@@ -3,8 +3,9 @@
  * One nats-server, one main crouter (short endpoint_timeout, 8 KiB header
  * limit) and a handful of fake backends are shared by the file; tests use
  * their own host names so they do not see each other's routes. Tests that
- * need another configuration (empty-pool 503 mode with max_conns 1, the
- * SIGTERM drain) start their own crouter. Every router-made error is checked
+ * need another configuration (empty-pool 503 mode with max_conns 1 and no
+ * backend keep-alive; timeouts; SIGTERM and SIGUSR1 drains) use g_lim or
+ * start their own crouter. Every router-made error is checked
  * for its status, exact body, Content-Type, nosniff and X-Cf-Routererror.
  */
 #include <setjmp.h>
@@ -39,6 +40,7 @@
 #define LIMITS_CONFIG                      \
     "empty_pool_response_code_503: true\n" \
     "empty_pool_timeout: 60s\n"            \
+    "disable_keep_alives: true\n"          \
     "backends:\n"                          \
     "  max_conns: 1\n"
 
@@ -1253,6 +1255,235 @@ static void test_sigterm_completes_in_flight_request(void **state)
         fail_msg("crouter took %lld ms to exit after SIGTERM with one 1.5s request in flight", (long long)took);
 }
 
+static long backend_connections(const ts_backend_t *b)
+{
+    ts_req_t req = {.path = "/count"};
+    ts_resp_t r;
+    long n = -1;
+    if (ts_http(NULL, b->port, &req, &r) == 0) {
+        json_t *j = ts_resp_json(&r);
+        n = (long)json_integer_value(json_object_get(j, "connections"));
+        json_decref(j);
+    }
+    ts_resp_free(&r);
+    return n;
+}
+
+static void test_disable_keep_alives_opens_one_backend_connection_per_request(void **state)
+{
+    (void)state;
+    reg("nokeep.example.com", &g_b[2], NULL, NULL, NULL);
+    wait_route(&g_lim, "nokeep.example.com", 1);
+    long before = backend_connections(&g_b[2]);
+    CURL *c = curl_easy_init();
+    for (int i = 0; i < 10; i++) {
+        ts_req_t req = {.host = "nokeep.example.com", .path = "/"};
+        ts_resp_t r;
+        assert_int_equal(ts_http(c, g_lim.port, &req, &r), 0);
+        assert_int_equal(r.status, 200);
+        ts_resp_free(&r);
+    }
+    curl_easy_cleanup(c);
+    long after = backend_connections(&g_b[2]);
+    /* 10 proxied requests + the second /count probe */
+    if (after - before != 11)
+        fail_msg("disable_keep_alives: 10 requests used %ld backend connections, want 10", after - before - 1);
+}
+
+static void test_head_204_304_framing_on_one_connection(void **state)
+{
+    (void)state;
+    reg("framing.example.com", &g_b[0], NULL, NULL, NULL);
+    wait_route(&g_cr, "framing.example.com", 1);
+    ts_conn_t c;
+    assert_int_equal(ts_conn_open(&c, g_cr.port), 0);
+    assert_int_equal(ts_conn_send_str(&c, "HEAD /h HTTP/1.1\r\nHost: framing.example.com\r\n\r\n"), 0);
+    ts_resp_t r;
+    assert_int_equal(ts_conn_read_response(&c, &r, true, 5000), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(ts_resp_header(&r, "Content-Length"));
+    assert_true(atol(ts_resp_header(&r, "Content-Length")) > 0);
+    ts_resp_free(&r);
+    const char *codes[] = {"/status/204", "/status/304", "/status/201"};
+    long want[] = {204, 304, 201};
+    for (int i = 0; i < 3; i++) {
+        char req[128];
+        snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: framing.example.com\r\n\r\n", codes[i]);
+        assert_int_equal(ts_conn_send_str(&c, req), 0);
+        assert_int_equal(ts_conn_read_response(&c, &r, false, 5000), 0);
+        assert_int_equal(r.status, want[i]);
+        if (want[i] != 201)
+            assert_int_equal(r.body_len, 0);
+        ts_resp_free(&r);
+    }
+    /* the connection is still in sync: the next response is the right one */
+    assert_int_equal(ts_conn_send_str(&c, "GET /last HTTP/1.1\r\nHost: framing.example.com\r\n\r\n"), 0);
+    assert_int_equal(ts_conn_read_response(&c, &r, false, 5000), 0);
+    assert_int_equal(r.status, 200);
+    json_t *echo = ts_resp_json(&r);
+    assert_non_null(echo);
+    assert_string_equal(ts_echo_str(echo, "target"), "/last");
+    json_decref(echo);
+    ts_resp_free(&r);
+    ts_conn_close(&c);
+}
+
+static void test_absolute_form_target_routes_by_its_host(void **state)
+{
+    (void)state;
+    reg("absform.example.com", &g_b[1], NULL, NULL, NULL);
+    wait_route(&g_cr, "absform.example.com", 1);
+    ts_resp_t r;
+    raw_request(g_cr.port,
+                "GET http://absform.example.com/abs?q=1 HTTP/1.1\r\nHost: absform.example.com\r\n"
+                "Connection: close\r\n\r\n", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(ts_resp_header(&r, "X-Backend"), "b2");
+    ts_resp_free(&r);
+    /* RFC 9112 3.2.2: with an absolute-form target the Host header is ignored */
+    raw_request(g_cr.port,
+                "GET http://absform.example.com/abs HTTP/1.1\r\nHost: nope.example.com\r\n"
+                "Connection: close\r\n\r\n", &r);
+    if (r.status != 200)
+        fail_msg("absolute-form target with another Host header: status %ld, want 200 from the URI's host",
+                 r.status);
+    ts_resp_free(&r);
+}
+
+static void test_access_log_reopened_on_sighup(void **state)
+{
+    (void)state;
+    reg("hup.example.com", &g_b[0], NULL, NULL, NULL);
+    wait_route(&g_cr, "hup.example.com", 1);
+    hit(g_cr.port, "hup.example.com", "/before-rotate", 200);
+    char rotated[600];
+    snprintf(rotated, sizeof rotated, "%s.1", g_cr.access_log_path);
+    /* wait until the line is written, then rotate like logrotate does */
+    int64_t deadline = ts_now_ms() + 5000;
+    bool written = false;
+    while (!written && ts_now_ms() < deadline) {
+        char *log = ts_read_file(g_cr.access_log_path, NULL);
+        written = log && strstr(log, "/before-rotate");
+        free(log);
+        if (!written)
+            ts_sleep_ms(20);
+    }
+    assert_true(written);
+    assert_int_equal(rename(g_cr.access_log_path, rotated), 0);
+    assert_int_equal(kill(g_cr.pid, SIGHUP), 0);
+    /* lines go to the new file once the reopen has happened */
+    bool found = false;
+    deadline = ts_now_ms() + 5000;
+    while (!found && ts_now_ms() < deadline) {
+        hit(g_cr.port, "hup.example.com", "/after-rotate", 200);
+        char *log = ts_read_file(g_cr.access_log_path, NULL);
+        found = log && strstr(log, "/after-rotate");
+        free(log);
+        if (!found)
+            ts_sleep_ms(50);
+    }
+    assert_true(ts_crouter_alive(&g_cr));
+    if (!found)
+        fail_msg("after SIGHUP no access log line reached a new %s", g_cr.access_log_path);
+}
+
+static void test_idle_and_read_header_timeouts_close_connections(void **state)
+{
+    (void)state;
+    ts_crouter_t cr;
+    assert_int_equal(ts_crouter_start(&cr, &g_nats, "read_header_timeout: 1s\nfrontend_idle_timeout: 2s\n"), 0);
+    reg("timeouts.example.com", &g_b[0], NULL, NULL, NULL);
+    bool ok = ts_crouter_wait_route(&cr, "timeouts.example.com", 1, 5000);
+
+    /* slowloris: a head that never completes is cut after read_header_timeout */
+    ts_conn_t slowloris;
+    int64_t t0 = ts_now_ms();
+    bool opened = ts_conn_open(&slowloris, cr.port) == 0 &&
+                  ts_conn_send_str(&slowloris, "GET / HTTP/1.1\r\nHost: timeouts.example.com\r\nX-Slow: ") == 0;
+    bool cut = opened && ts_conn_wait_closed(&slowloris, 6000, NULL);
+    int64_t slow_took = ts_now_ms() - t0;
+    ts_conn_close(&slowloris);
+
+    /* an idle keep-alive connection is closed after frontend_idle_timeout */
+    ts_conn_t idle;
+    ts_resp_t r;
+    bool idle_ok = ts_conn_open(&idle, cr.port) == 0 &&
+                   ts_conn_send_str(&idle, "GET / HTTP/1.1\r\nHost: timeouts.example.com\r\n\r\n") == 0 &&
+                   ts_conn_read_response(&idle, &r, false, 5000) == 0 && r.status == 200;
+    ts_resp_free(&r);
+    int64_t t1 = ts_now_ms();
+    bool idle_cut = idle_ok && ts_conn_wait_closed(&idle, 8000, NULL);
+    int64_t idle_took = ts_now_ms() - t1;
+    ts_conn_close(&idle);
+
+    /* a request waiting for a slow backend is not idle */
+    ts_get(cr.port, "timeouts.example.com", "/slow?ms=2500", &r);
+    long slow_status = r.status;
+    ts_resp_free(&r);
+
+    int st = ts_crouter_stop(&cr, 10000);
+    assert_true(ok);
+    if (!cut || slow_took < 900 || slow_took > 5000)
+        fail_msg("incomplete head: closed=%d after %lld ms (read_header_timeout 1s)", cut, (long long)slow_took);
+    assert_true(idle_ok);
+    if (!idle_cut || idle_took < 1900 || idle_took > 6000)
+        fail_msg("idle keep-alive connection: closed=%d after %lld ms (frontend_idle_timeout 2s)", idle_cut,
+                 (long long)idle_took);
+    if (slow_status != 200)
+        fail_msg("request waiting 2.5s for its backend: status %ld, want 200 (idle timeout is 2s)", slow_status);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static void test_sigusr1_drains_health_503_then_exits(void **state)
+{
+    (void)state;
+    ts_crouter_t cr;
+    assert_int_equal(ts_crouter_start(&cr, &g_nats, "drain_wait: 1s\ndrain_timeout: 5s\n"), 0);
+    reg("usr1.example.com", &g_b[1], NULL, NULL, NULL);
+    bool routed = ts_crouter_wait_route(&cr, "usr1.example.com", 1, 5000);
+    long base = ts_backend_count(&g_b[1], NULL);
+    bg_req_t slow;
+    bg_start(&slow, cr.port, "usr1.example.com", "/slow?ms=1800");
+    bool reached = wait_count_above(&g_b[1], base, 5000);
+    int64_t t0 = ts_now_ms();
+    kill(cr.pid, SIGUSR1);
+    long health = 0;
+    while (ts_now_ms() < t0 + 800) {
+        ts_resp_t r;
+        ts_get(cr.status_port, NULL, "/health", &r);
+        health = r.status;
+        ts_resp_free(&r);
+        if (health == 503)
+            break;
+        ts_sleep_ms(20);
+    }
+    /* still serving during drain_wait */
+    ts_resp_t during;
+    ts_get(cr.port, "usr1.example.com", "/", &during);
+    long during_status = during.status;
+    int64_t during_at = ts_now_ms() - t0;
+    ts_resp_free(&during);
+    bg_join(&slow);
+    int st = ts_wait_process(cr.pid, 12000);
+    int64_t took = ts_now_ms() - t0;
+    if (st == -1)
+        st = ts_crouter_stop(&cr, 1000);
+    cr.pid = 0;
+    assert_true(routed);
+    assert_true(reached);
+    if (health != 503)
+        fail_msg("/health was %ld within 800 ms of SIGUSR1, want 503", health);
+    if (during_at < 1000 && during_status != 200)
+        fail_msg("request %lld ms into drain_wait: status %ld, want 200", (long long)during_at, during_status);
+    if (slow.resp.status != 200)
+        fail_msg("in-flight request across SIGUSR1: status %ld, want 200", slow.resp.status);
+    ts_resp_free(&slow.resp);
+    if (!(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0))
+        fail_msg("crouter exit status 0x%x after SIGUSR1, want exit 0", (unsigned)st);
+    if (took < 1000 || took > 9000)
+        fail_msg("exit %lld ms after SIGUSR1 (drain_wait 1s, drain_timeout 5s)", (long long)took);
+}
+
 int main(void)
 {
     ts_init("proxy");
@@ -1288,6 +1519,12 @@ int main(void)
         T(test_oversized_headers_431),
         T(test_500_garbage_connections_then_normal_service),
         T(test_sigterm_completes_in_flight_request),
+        T(test_disable_keep_alives_opens_one_backend_connection_per_request),
+        T(test_head_204_304_framing_on_one_connection),
+        T(test_absolute_form_target_routes_by_its_host),
+        T(test_access_log_reopened_on_sighup),
+        T(test_idle_and_read_header_timeouts_close_connections),
+        T(test_sigusr1_drains_health_503_then_exits),
     };
 #undef T
     return ts_finish(cmocka_run_group_tests(tests, group_setup, group_teardown));
