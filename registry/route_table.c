@@ -42,6 +42,7 @@
 
 #define COMPONENT "registry"
 #define PRUNE_CHUNK_ROUTES 2048
+#define INITIAL_BUCKETS 1024
 
 typedef struct route_node {
     cr_route_t pub;
@@ -71,6 +72,8 @@ struct cr_registry {
     cr_registry_options_t opts;
     struct cds_lfht *hosts;
     pthread_mutex_t mu;
+    _Atomic uint64_t n_hosts;      /* entries in the hash table */
+    _Atomic uint64_t n_buckets;    /* the size we last asked the table for */
     _Atomic uint64_t n_routes;
     _Atomic uint64_t n_endpoints;
     _Atomic uint64_t n_registers;
@@ -350,6 +353,7 @@ static host_entry_t *host_get_or_create(cr_registry_t *reg, const char *host, si
     he->host[n] = '\0';
     CR_TSAN_RELEASE(he);
     cds_lfht_add(reg->hosts, hash_host(false, he->host, n), &he->node);
+    atomic_fetch_add_explicit(&reg->n_hosts, 1, memory_order_relaxed);
     return he;
 }
 
@@ -432,6 +436,7 @@ static void route_remove(cr_registry_t *reg, host_entry_t *he, route_node_t *r)
     CR_INFO(COMPONENT, "route-unregistered route=%s", r->pub.key);
     if (v->len == 1) {
         cds_lfht_del(reg->hosts, &he->node);
+        atomic_fetch_sub_explicit(&reg->n_hosts, 1, memory_order_relaxed);
         he->dead = true;
         urcu_memb_call_rcu(&v->rcu, vec_free_cb);
         urcu_memb_call_rcu(&he->rcu, host_free_cb);
@@ -489,12 +494,13 @@ cr_registry_t *cr_registry_create(const cr_registry_options_t *opts)
 {
     cr_registry_t *reg = cr_xcalloc(1, sizeof *reg);
     reg->opts = *opts;
-    reg->hosts = cds_lfht_new_flavor(1024, 1024, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING,
+    reg->hosts = cds_lfht_new_flavor(INITIAL_BUCKETS, INITIAL_BUCKETS, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING,
                                      &urcu_memb_flavor, NULL);
     if (!reg->hosts) {
         CR_ERROR(COMPONENT, "cannot create the route hash table");
         abort();
     }
+    atomic_init(&reg->n_buckets, INITIAL_BUCKETS);
     pthread_mutex_init(&reg->mu, NULL);
     return reg;
 }
@@ -636,6 +642,28 @@ static void writer_unlock(cr_registry_t *reg)
     pthread_mutex_unlock(&reg->mu);
 }
 
+/* liburcu 0.13's automatic resize does not keep up with a table that grows
+ * by hundreds of thousands of hosts (chains of hundreds were measured), so a
+ * writer grows it explicitly, to two buckets per host, whenever there are
+ * more hosts than buckets. cds_lfht_resize waits for grace periods: it runs
+ * with neither the mutex nor a read section held (a prune in progress only
+ * delays it), and only log2(hosts) times in the table's life. */
+static void maybe_grow(cr_registry_t *reg)
+{
+    uint64_t hosts = atomic_load_explicit(&reg->n_hosts, memory_order_relaxed);
+    uint64_t buckets = atomic_load_explicit(&reg->n_buckets, memory_order_relaxed);
+    if (CR_LIKELY(hosts <= buckets) || urcu_memb_read_ongoing())
+        return;
+    uint64_t want = buckets;
+    while (want < 2 * hosts)
+        want <<= 1;
+    if (!atomic_compare_exchange_strong(&reg->n_buckets, &buckets, want))
+        return; /* another writer is growing it */
+    CR_DEBUG(COMPONENT, "route-table-resize hosts=%llu buckets=%llu", (unsigned long long)hosts,
+             (unsigned long long)want);
+    cds_lfht_resize(reg->hosts, (unsigned long)want);
+}
+
 int cr_registry_register(cr_registry_t *reg, const cr_register_msg_t *msg, int64_t now_ns)
 {
     char addr[CR_REGISTRY_ADDR_MAX];
@@ -699,6 +727,7 @@ int cr_registry_register(cr_registry_t *reg, const cr_register_msg_t *msg, int64
     if (any)
         touch(reg);
     writer_unlock(reg);
+    maybe_grow(reg);
     return any ? 0 : CR_EBAD;
 }
 
