@@ -222,6 +222,11 @@ typedef struct cr_exchange {
     uint8_t tried_len;
     uint16_t status;
     uint32_t r_scan;              /* bytes of uin framed (forwardable) */
+    uint32_t r_in;                /* dechunking: next input byte of uin */
+    uint8_t dc_state;             /* dechunking state (HTTP/1.0 client, chunked response) */
+    uint8_t dc_digits;
+    bool dechunk;                 /* forward chunk data only, end by closing */
+    uint64_t dc_left;
     uint64_t r_left;
     cr_chunked_t r_chunk;
     uint32_t attempts;

@@ -43,6 +43,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -61,6 +62,7 @@ static void respond_error(cr_conn_t *c, cr_proxy_error_t kind, const char *detai
                           size_t detail_len, const char *reason);
 static void client_closed(cr_conn_t *c);
 static void close_conn(cr_conn_t *c);
+static bool dechunk(cr_conn_t *c);
 
 const char *cr_client_state_name(cr_client_state_t s)
 {
@@ -905,7 +907,7 @@ static int pump_request(cr_conn_t *c)
 static bool scan_response_body(cr_conn_t *c)
 {
     cr_exchange_t *ex = &c->ex;
-    if (ex->resp_done || c->uin.end <= ex->r_scan)
+    if (ex->resp_done || c->uin.end <= (ex->dechunk ? ex->r_in : ex->r_scan))
         return true;
     uint32_t avail = c->uin.end - ex->r_scan;
     switch (ex->r_kind) {
@@ -918,6 +920,8 @@ static bool scan_response_body(cr_conn_t *c)
         return true;
     }
     case CR_HTTP_BODY_CHUNKED: {
+        if (ex->dechunk)
+            return dechunk(c);
         int64_t r = cr_chunked_scan(&ex->r_chunk, c->uin.data + ex->r_scan, avail);
         if (r == CR_EBAD)
             return false;
@@ -935,6 +939,152 @@ static bool scan_response_body(cr_conn_t *c)
     default:
         ex->resp_done = true;
         return true;
+    }
+}
+
+/* An HTTP/1.0 client cannot read chunked framing: crouter forwards only
+ * the chunk data and ends the body by closing (as Go's server does). The
+ * data is compacted in place in uin: [uin.start, r_scan) is decoded data,
+ * [r_in, uin.end) input not yet decoded. */
+enum { DC_SIZE, DC_EXT, DC_SIZE_LF, DC_DATA, DC_DATA_CR, DC_DATA_LF, DC_TRAILER_START,
+       DC_TRAILER_LINE, DC_TRAILER_LF, DC_END_LF, DC_DONE };
+
+static int hex_value(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    ch = (char)(ch | 0x20);
+    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+static bool dechunk(cr_conn_t *c)
+{
+    cr_exchange_t *ex = &c->ex;
+    char *d = c->uin.data;
+    uint32_t in = ex->r_in, out = ex->r_scan, end = c->uin.end;
+    while (in < end && ex->dc_state != DC_DONE) {
+        char ch = d[in];
+        switch (ex->dc_state) {
+        case DC_SIZE: {
+            int v = hex_value(ch);
+            if (v >= 0) {
+                if (ex->dc_digits++ >= 15)
+                    return false;
+                ex->dc_left = ex->dc_left * 16 + (uint64_t)v;
+            } else if (ex->dc_digits && (ch == ';' || ch == ' ' || ch == '\t')) {
+                ex->dc_state = DC_EXT;
+            } else if (ex->dc_digits && ch == '\r') {
+                ex->dc_state = DC_SIZE_LF;
+            } else {
+                return false;
+            }
+            in++;
+            break;
+        }
+        case DC_EXT:
+            if (ch == '\r')
+                ex->dc_state = DC_SIZE_LF;
+            in++;
+            break;
+        case DC_SIZE_LF:
+            if (ch != '\n')
+                return false;
+            in++;
+            ex->dc_digits = 0;
+            ex->dc_state = ex->dc_left ? DC_DATA : DC_TRAILER_START;
+            break;
+        case DC_DATA: {
+            uint32_t n = ex->dc_left < end - in ? (uint32_t)ex->dc_left : end - in;
+            memmove(d + out, d + in, n);
+            out += n;
+            in += n;
+            ex->dc_left -= n;
+            if (!ex->dc_left)
+                ex->dc_state = DC_DATA_CR;
+            break;
+        }
+        case DC_DATA_CR:
+            if (ch != '\r')
+                return false;
+            ex->dc_state = DC_DATA_LF;
+            in++;
+            break;
+        case DC_DATA_LF:
+            if (ch != '\n')
+                return false;
+            ex->dc_state = DC_SIZE;
+            in++;
+            break;
+        case DC_TRAILER_START:
+            ex->dc_state = ch == '\r' ? DC_END_LF : DC_TRAILER_LINE;
+            in++;
+            break;
+        case DC_TRAILER_LINE:
+            if (ch == '\r')
+                ex->dc_state = DC_TRAILER_LF;
+            in++;
+            break;
+        case DC_TRAILER_LF:
+            if (ch != '\n')
+                return false;
+            ex->dc_state = DC_TRAILER_START;
+            in++;
+            break;
+        case DC_END_LF:
+            if (ch != '\n')
+                return false;
+            ex->dc_state = DC_DONE;
+            in++;
+            break;
+        }
+    }
+    ex->r_in = in;
+    ex->r_scan = out;
+    if (ex->dc_state == DC_DONE) {
+        ex->resp_done = true;
+        if (in != end)
+            ex->resp_keep_alive = false; /* bytes after the body: do not reuse */
+        c->uin.end = out;
+        ex->r_in = out;
+    }
+    return true;
+}
+
+/* Makes room in uin once everything decoded was forwarded. */
+static void uin_compact(cr_conn_t *c)
+{
+    cr_exchange_t *ex = &c->ex;
+    cr_buf_t *b = &c->uin;
+    if (b->start != ex->r_scan || b->start == 0)
+        return;
+    if (!ex->dechunk) {
+        if (b->start == b->end)
+            b->start = b->end = ex->r_scan = 0;
+        return;
+    }
+    uint32_t rest = b->end - ex->r_in;
+    memmove(b->data, b->data + ex->r_in, rest);
+    b->start = ex->r_scan = ex->r_in = 0;
+    b->end = rest;
+}
+
+/* Removes the Transfer-Encoding line from the head at rs_out[from, end). */
+static void drop_transfer_encoding(cr_conn_t *c, uint32_t from)
+{
+    cr_buf_t *b = &c->rs_out;
+    char *p = b->data + from, *end = b->data + b->end;
+    p = memchr(p, '\n', (size_t)(end - p));
+    while (p && ++p < end && *p != '\r') {
+        char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            return;
+        if ((size_t)(eol - p) > 18 && strncasecmp(p, "transfer-encoding:", 18) == 0) {
+            size_t cut = (size_t)(eol + 1 - p);
+            memmove(p, eol + 1, (size_t)(end - eol - 1));
+            b->end -= (uint32_t)cut;
+            return;
+        }
+        p = eol;
     }
 }
 
@@ -969,7 +1119,8 @@ static bool on_response_head(cr_conn_t *c, const cr_http_response_t *resp)
         ex->upgrade = true;
     }
     ex->resp_keep_alive = resp->keep_alive && !rt->cfg->disable_keep_alives && !ex->upgrade;
-    ex->client_keep_alive = !ex->upgrade && ex->req.keep_alive &&
+    ex->dechunk = ex->req.version_minor == 0 && resp->body_kind == CR_HTTP_BODY_CHUNKED;
+    ex->client_keep_alive = !ex->upgrade && !ex->dechunk && ex->req.keep_alive &&
                             resp->body_kind != CR_HTTP_BODY_UNTIL_CLOSE && ex->b_done &&
                             !c->close_after &&
                             !atomic_load_explicit(&rt->draining, memory_order_relaxed);
@@ -1000,8 +1151,10 @@ static bool on_response_head(cr_conn_t *c, const cr_http_response_t *resp)
         .extra_len = (size_t)extra_len,
     };
     uint32_t need = resp->head_len + 1024 + (uint32_t)extra_len;
+    uint32_t head_from = 0;
     for (int i = 0; i < 3; i++) {
         char *out = rs_out_reserve(c, need);
+        head_from = c->rs_out.end;
         int n = cr_rewrite_response_head(&rw, out, c->rs_out.cap - c->rs_out.end);
         if (n > 0) {
             c->rs_out.end += (uint32_t)n;
@@ -1013,8 +1166,10 @@ static bool on_response_head(cr_conn_t *c, const cr_http_response_t *resp)
         }
         need *= 2;
     }
+    if (ex->dechunk)
+        drop_transfer_encoding(c, head_from);
     c->uin.start += resp->head_len;
-    ex->r_scan = c->uin.start;
+    ex->r_scan = ex->r_in = c->uin.start;
     ex->r_kind = (uint8_t)resp->body_kind;
     ex->r_left = resp->body_kind == CR_HTTP_BODY_LENGTH ? (uint64_t)resp->content_length : 0;
     cr_chunked_init(&ex->r_chunk);
@@ -1114,8 +1269,8 @@ static int pump_response(cr_conn_t *c)
         if (u && !ex->resp_done && (u->state == CR_US_SENDING || u->state == CR_US_RECEIVING) &&
             u->io.readable) {
             cr_buf_acquire(w, &c->uin);
-            if (c->uin.start == c->uin.end && c->uin.start != 0 && ex->r_scan == c->uin.end)
-                c->uin.start = c->uin.end = ex->r_scan = 0;
+            if (ex->resp_head_done)
+                uin_compact(c);
             if (c->uin.end < c->uin.cap) {
                 ssize_t n = cr_io__read(&u->io, &c->uin);
                 if (n > 0) {
@@ -1160,8 +1315,8 @@ static int pump_response(cr_conn_t *c)
                 ex->resp_body_bytes += (uint32_t)n - hn;
                 moved = true;
             }
-            if (c->uin.start == c->uin.end && ex->r_scan == c->uin.end)
-                c->uin.start = c->uin.end = ex->r_scan = 0;
+            if (ex->resp_head_done)
+                uin_compact(c);
         }
         if (!moved)
             return progress;

@@ -153,10 +153,17 @@ static long rbuf_body(rbuf_t *b, const char *head, char **out, bool until_close)
             size_t sz = strtoul(b->data, NULL, 16);
             rbuf_consume(b, (size_t)(e - b->data) + 2);
             if (sz == 0) {
-                while (!strstr(b->data ? b->data : "", "\r\n"))
-                    if (rbuf_fill(b) <= 0)
-                        goto fail;
-                rbuf_consume(b, 2);
+                /* Trailer lines, then the empty line. */
+                for (;;) {
+                    char *eol;
+                    while (!(eol = strstr(b->data ? b->data : "", "\r\n")))
+                        if (rbuf_fill(b) <= 0)
+                            goto fail;
+                    size_t ll = (size_t)(eol - b->data);
+                    rbuf_consume(b, ll + 2);
+                    if (ll == 0)
+                        break;
+                }
                 break;
             }
             while (b->len < sz + 2)
@@ -227,6 +234,16 @@ static void *backend_conn_main(void *arg)
             free(head);
             free(body);
             break;
+        }
+        if (strncmp(path, "/chunked", 8) == 0) {
+            const char *r = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+            int rc = write_all(bc->fd, r, strlen(r));
+            free(head);
+            free(body);
+            if (rc != 0)
+                break;
+            continue;
         }
         if (strncmp(path, "/close", 6) == 0) {
             free(head);
@@ -553,7 +570,8 @@ static void test_chunked_upload_is_echoed(void **state)
     assert_memory_equal(r.body, sent, total);
     resp_free(&r);
     /* The connection still works. */
-    write_all(fd, "GET /after HTTP/1.1\r\nHost: a.test\r\n\r\n", 38);
+    const char *q = "GET /after HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    write_all(fd, q, strlen(q));
     r = read_resp(&b, false);
     assert_int_equal(r.status, 200);
     resp_free(&r);
@@ -639,6 +657,36 @@ static void test_eof_without_response_is_not_retried_for_post(void **state)
     resp_free(&r);
 }
 
+static void test_chunked_response_passes_through_and_is_decoded_for_http10(void **state)
+{
+    int fd = client_connect();
+    rbuf_t b = {.fd = fd};
+    for (int i = 0; i < 3; i++) {
+        const char *q = "GET /chunked HTTP/1.1\r\nHost: a.test\r\n\r\n";
+        write_all(fd, q, strlen(q));
+        resp_t r = read_resp(&b, false);
+        assert_int_equal(r.status, 200);
+        assert_true(has_header(&r, "Transfer-Encoding", "chunked"));
+        assert_string_equal(r.body, "hello world");
+        resp_free(&r);
+    }
+    free(b.data);
+    close(fd);
+
+    fd = client_connect();
+    b = (rbuf_t){.fd = fd};
+    const char *q10 = "GET /chunked HTTP/1.0\r\nHost: a.test\r\n\r\n";
+    write_all(fd, q10, strlen(q10));
+    resp_t r = read_resp(&b, false);
+    assert_int_equal(r.status, 200);
+    assert_false(has_header(&r, "Transfer-Encoding", NULL));
+    assert_true(strncmp(r.head, "HTTP/1.0 200", 12) == 0);
+    assert_string_equal(r.body, "hello world"); /* read until close */
+    resp_free(&r);
+    free(b.data);
+    close(fd);
+}
+
 typedef struct {
     int fd;
     resp_t r;
@@ -691,6 +739,7 @@ int main(void)
         cmocka_unit_test(test_smuggling_cl_te_is_400_and_backend_sees_nothing),
         cmocka_unit_test(test_upgrade_tunnels_bytes_both_ways),
         cmocka_unit_test(test_eof_without_response_is_not_retried_for_post),
+        cmocka_unit_test(test_chunked_response_passes_through_and_is_decoded_for_http10),
         cmocka_unit_test(test_drain_completes_in_flight_request),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
