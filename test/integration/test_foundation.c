@@ -390,7 +390,8 @@ static void test_nats_restart_start_published_routes_survive_new_registrations_w
     natsSubscription *sub = NULL;
     assert_int_equal(natsConnection_SubscribeSync(&sub, f->nc, "router.start"), NATS_OK);
     assert_int_equal(natsConnection_FlushTimeout(f->nc, 2000), NATS_OK);
-    start_crouter(f, "droplet_stale_threshold: 120s\n");
+    /* no periodic router.start: the one after the restart must come from the reconnect */
+    start_crouter(f, "droplet_stale_threshold: 120s\npublish_start_message_interval: 0\n");
     natsMsg *m = NULL;
     assert_int_equal(natsSubscription_NextMsg(&m, sub, 10000), NATS_OK);
     char *id = check_start_payload(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, 1, 120);
@@ -438,12 +439,11 @@ static void test_prune_after_droplet_stale_threshold(void **state)
     assert_true(ts_crouter_wait_route(&f->cr, "stale.example.com", 1, 1500));
     assert_true(ts_crouter_wait_route(&f->cr, "fresh.example.com", 1, 1500));
 
+    /* Poll first, then heartbeat: a heartbeat can re-create a pruned route,
+     * so the poll must come between a prune and the next heartbeat. Runs
+     * 1.5 s past the stale route's pruning so several cycles see fresh. */
     int64_t last_beat = ts_now_ms(), t_gone = 0;
-    while (ts_now_ms() < t_reg + 8000) {
-        if (ts_now_ms() - last_beat >= 500) {
-            assert_int_equal(ts_nats_register(f->nc, &fresh), 0);
-            last_beat = ts_now_ms();
-        }
+    while (ts_now_ms() < (t_gone ? t_gone + 1500 : t_reg + 8000)) {
         json_t *routes = ts_crouter_routes(&f->cr);
         assert_non_null(routes);
         bool stale_there = json_object_get(routes, "stale.example.com") != NULL;
@@ -451,11 +451,13 @@ static void test_prune_after_droplet_stale_threshold(void **state)
         json_decref(routes);
         if (!fresh_there)
             fail_msg("a route re-registered every 500 ms was pruned (threshold 2s)");
-        if (!stale_there) {
+        if (!stale_there && !t_gone)
             t_gone = ts_now_ms();
-            break;
+        if (ts_now_ms() - last_beat >= 500) {
+            assert_int_equal(ts_nats_register(f->nc, &fresh), 0);
+            last_beat = ts_now_ms();
         }
-        ts_sleep_ms(100);
+        ts_sleep_ms(50);
     }
     if (!t_gone)
         fail_msg("stale route not pruned within 8s (threshold 2s, interval 1s)");

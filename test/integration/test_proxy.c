@@ -1391,7 +1391,7 @@ static void test_idle_and_read_header_timeouts_close_connections(void **state)
 {
     (void)state;
     ts_crouter_t cr;
-    assert_int_equal(ts_crouter_start(&cr, &g_nats, "read_header_timeout: 1s\nfrontend_idle_timeout: 2s\n"), 0);
+    assert_int_equal(ts_crouter_start(&cr, &g_nats, "read_header_timeout: 1s\nfrontend_idle_timeout: 3s\n"), 0);
     reg("timeouts.example.com", &g_b[0], NULL, NULL, NULL);
     bool ok = ts_crouter_wait_route(&cr, "timeouts.example.com", 1, 5000);
 
@@ -1400,7 +1400,7 @@ static void test_idle_and_read_header_timeouts_close_connections(void **state)
     int64_t t0 = ts_now_ms();
     bool opened = ts_conn_open(&slowloris, cr.port) == 0 &&
                   ts_conn_send_str(&slowloris, "GET / HTTP/1.1\r\nHost: timeouts.example.com\r\nX-Slow: ") == 0;
-    bool cut = opened && ts_conn_wait_closed(&slowloris, 6000, NULL);
+    bool cut = opened && ts_conn_wait_closed(&slowloris, 5000, NULL);
     int64_t slow_took = ts_now_ms() - t0;
     ts_conn_close(&slowloris);
 
@@ -1417,20 +1417,20 @@ static void test_idle_and_read_header_timeouts_close_connections(void **state)
     ts_conn_close(&idle);
 
     /* a request waiting for a slow backend is not idle */
-    ts_get(cr.port, "timeouts.example.com", "/slow?ms=2500", &r);
+    ts_get(cr.port, "timeouts.example.com", "/slow?ms=3500", &r);
     long slow_status = r.status;
     ts_resp_free(&r);
 
     int st = ts_crouter_stop(&cr, 10000);
     assert_true(ok);
-    if (!cut || slow_took < 900 || slow_took > 5000)
+    if (!cut || slow_took < 900 || slow_took > 2500)
         fail_msg("incomplete head: closed=%d after %lld ms (read_header_timeout 1s)", cut, (long long)slow_took);
     assert_true(idle_ok);
-    if (!idle_cut || idle_took < 1900 || idle_took > 6000)
-        fail_msg("idle keep-alive connection: closed=%d after %lld ms (frontend_idle_timeout 2s)", idle_cut,
+    if (!idle_cut || idle_took < 2900 || idle_took > 7000)
+        fail_msg("idle keep-alive connection: closed=%d after %lld ms (frontend_idle_timeout 3s)", idle_cut,
                  (long long)idle_took);
     if (slow_status != 200)
-        fail_msg("request waiting 2.5s for its backend: status %ld, want 200 (idle timeout is 2s)", slow_status);
+        fail_msg("request waiting 3.5s for its backend: status %ld, want 200 (idle timeout is 3s)", slow_status);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 

@@ -5,8 +5,37 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void ts_register_log(const char *title, const char *path);
+
+/* nats-server from PATH; Debian installs it in /usr/sbin, which a non-root
+ * PATH may lack, so that and /usr/local/bin are tried as well. */
+static const char *nats_server_bin(void)
+{
+    static char found[512];
+    if (found[0])
+        return found;
+    const char *path = getenv("PATH");
+    char *dup = strdup(path ? path : ""), *save = NULL;
+    for (char *dir = strtok_r(dup, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+        snprintf(found, sizeof found, "%s/nats-server", dir);
+        if (access(found, X_OK) == 0) {
+            free(dup);
+            return found;
+        }
+    }
+    free(dup);
+    const char *fallback[] = {"/usr/sbin/nats-server", "/usr/local/bin/nats-server", "/usr/bin/nats-server"};
+    for (size_t i = 0; i < sizeof fallback / sizeof fallback[0]; i++) {
+        if (access(fallback[i], X_OK) == 0) {
+            snprintf(found, sizeof found, "%s", fallback[i]);
+            return found;
+        }
+    }
+    found[0] = '\0';
+    return "nats-server";
+}
 
 static int nats_spawn(ts_nats_t *n)
 {
@@ -14,8 +43,9 @@ static int nats_spawn(ts_nats_t *n)
     snprintf(port, sizeof port, "%u", n->port);
     ts_tmp_path(n->log_path, sizeof n->log_path, "nats-server", ".log");
     ts_register_log("nats-server log", n->log_path);
-    const char *argv_plain[] = {"nats-server", "-a", "127.0.0.1", "-p", port, NULL};
-    const char *argv_trace[] = {"nats-server", "-a", "127.0.0.1", "-p", port, "-V", NULL};
+    const char *bin = nats_server_bin();
+    const char *argv_plain[] = {bin, "-a", "127.0.0.1", "-p", port, NULL};
+    const char *argv_trace[] = {bin, "-a", "127.0.0.1", "-p", port, "-V", NULL};
     n->pid = ts_spawn(n->trace ? argv_trace : argv_plain, n->log_path);
     if (n->pid < 0)
         return -1;
