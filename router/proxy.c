@@ -223,11 +223,22 @@ static void account(cr_conn_t *c)
     char xff[512];
     if (ex->ep) {
         rec.backend_addr = str_slice(ex->ep->addr);
-        cr_slice_t in = header_slice(c, "x-forwarded-for", 15);
-        int n = in.len ? snprintf(xff, sizeof(xff), "%.*s, %s", (int)in.len, in.ptr, c->client_ip)
-                       : snprintf(xff, sizeof(xff), "%s", c->client_ip);
+        /* As sent to the backend: every client value, then the client address. */
+        size_t xl = 0;
+        for (uint32_t i = 0; i < rq->headers_len; i++) {
+            const cr_http_header_t *h = &rq->headers[i];
+            if (h->name_len != 15 || !cr_http_token_eq(h->name, 15, "x-forwarded-for"))
+                continue;
+            int n = snprintf(xff + xl, sizeof(xff) - xl, "%.*s, ", (int)h->value_len, h->value);
+            if (n < 0 || (size_t)n >= sizeof(xff) - xl)
+                break;
+            xl += (size_t)n;
+        }
+        int n = snprintf(xff + xl, sizeof(xff) - xl, "%s", c->client_ip);
+        if (n > 0)
+            xl += (size_t)n < sizeof(xff) - xl ? (size_t)n : sizeof(xff) - xl - 1;
         rec.x_forwarded_for.ptr = xff;
-        rec.x_forwarded_for.len = n < 0 ? 0 : (size_t)n < sizeof(xff) ? (size_t)n : sizeof(xff) - 1;
+        rec.x_forwarded_for.len = xl;
         rec.x_forwarded_proto = header_slice(c, "x-forwarded-proto", 17);
         if (!rec.x_forwarded_proto.len)
             rec.x_forwarded_proto = str_slice("http");
@@ -1300,6 +1311,15 @@ static int pump_response(cr_conn_t *c)
         }
         uint32_t hlen = c->rs_out.end - c->rs_out.start;
         uint32_t blen = ex->resp_head_done ? ex->r_scan - c->uin.start : 0;
+        if (hlen && blen && blen <= 4096 && c->rs_out.cap - c->rs_out.end >= blen) {
+            /* A small body rides in the head's buffer: one send(), not sendmsg(). */
+            memcpy(c->rs_out.data + c->rs_out.end, c->uin.data + c->uin.start, blen);
+            c->rs_out.end += blen;
+            c->uin.start += blen;
+            ex->resp_body_bytes += blen;
+            hlen += blen;
+            blen = 0;
+        }
         if ((hlen || blen) && c->io.writable) {
             ssize_t n = cr_io__send2(&c->io, c->rs_out.data + c->rs_out.start, hlen,
                                      c->uin.data + c->uin.start, blen);

@@ -208,7 +208,9 @@ ssize_t cr_io__send2(cr_io_t *io, const char *a, size_t alen, const char *b, siz
     struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
     ssize_t r;
     do {
-        r = sendmsg(io->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        /* send() skips sendmsg's msghdr and iovec import. */
+        r = n == 1 ? send(io->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT)
+                   : sendmsg(io->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     } while (r < 0 && errno == EINTR);
     if (r < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
