@@ -29,7 +29,7 @@ typedef struct cr_registry_options {
     int64_t droplet_stale_threshold_ns;  /* TTL cap and default TTL */
     cr_lb_algo_t default_lb_algo;        /* initial algorithm of new routes */
     bool empty_pool_response_code_503;   /* keep emptied routes (answer 503) ... */
-    int64_t empty_pool_timeout_ns;       /* ... for this long; 0 = until pruned by next register */
+    int64_t empty_pool_timeout_ns;       /* ... for this long; 0 = remove them at once (gorouter) */
 } cr_registry_options_t;
 
 typedef struct cr_registry_stats {

@@ -465,10 +465,17 @@ static bool pool_remove_at(route_node_t *r, uint32_t idx)
     return n == 0;
 }
 
+/* Whether emptied routes are kept to answer 503: as in gorouter (PR#314),
+ * only with empty_pool_response_code_503 and a non-zero empty_pool_timeout. */
+static bool keeps_empty_routes(const cr_registry_t *reg)
+{
+    return reg->opts.empty_pool_response_code_503 && reg->opts.empty_pool_timeout_ns > 0;
+}
+
 /* After r's pool became empty: keep it (503 mode) or remove it. */
 static void route_emptied(cr_registry_t *reg, host_entry_t *he, route_node_t *r, int64_t now_ns)
 {
-    if (reg->opts.empty_pool_response_code_503)
+    if (keeps_empty_routes(reg))
         r->pub.emptied_at_ns = now_ns;
     else
         route_remove(reg, he, r);
@@ -793,7 +800,7 @@ static size_t prune_route(cr_registry_t *reg, host_entry_t *he, route_node_t *r,
 {
     cr_pool_t *p = r->pub._pool;
     if (p->len == 0) {
-        if (!reg->opts.empty_pool_response_code_503)
+        if (!keeps_empty_routes(reg))
             route_remove(reg, he, r);
         else if (r->pub.emptied_at_ns == 0)
             r->pub.emptied_at_ns = now_ns;

@@ -205,6 +205,19 @@ static void test_empty_deeper_pool_never_hides_live_parent(void **state)
     cr_registry_destroy(reg);
 }
 
+static void test_503_mode_without_timeout_removes_emptied_route_at_once(void **state)
+{
+    (void)state;
+    /* gorouter keeps emptied pools only when empty_pool_timeout > 0. */
+    cr_registry_t *reg = new_registry(true, 0);
+    reg_ep(reg, "gone.com", "10.0.0.1", 80, NULL);
+    assert_int_equal(unreg_ep(reg, "gone.com", "10.0.0.1", 80), 1);
+    cr_registry_read_lock();
+    assert_null(cr_registry_lookup(reg, "gone.com", 8, "/", 1));
+    cr_registry_read_unlock();
+    cr_registry_destroy(reg);
+}
+
 static void test_wildcards_multi_level_most_specific_first(void **state)
 {
     cr_registry_t *reg = *state;
@@ -503,6 +516,7 @@ int main(void)
     cr_registry_reader_thread_register();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_host_is_normalised, setup, teardown),
+        cmocka_unit_test(test_503_mode_without_timeout_removes_emptied_route_at_once),
         cmocka_unit_test_setup_teardown(test_path_is_normalised, setup, teardown),
         cmocka_unit_test_setup_teardown(test_longest_path_wins_on_segment_boundaries, setup, teardown),
         cmocka_unit_test(test_empty_deeper_pool_never_hides_live_parent),
