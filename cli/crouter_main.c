@@ -34,7 +34,9 @@
 #include "registry/registry.h"
 #include "router/router.h"
 
-#define CROUTER_VERSION "0.1.0"
+#ifndef CROUTER_VERSION
+#define CROUTER_VERSION "0.1.0" /* CMakeLists.txt project(VERSION) when the build does not pass it */
+#endif
 #define COMPONENT "main"
 #define DRAIN_POLL_NS (50 * CR_NS_PER_MS)
 
