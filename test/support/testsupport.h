@@ -73,6 +73,9 @@ void ts_ws_accept(const char *key, char out[32]);
 /* Reads a whole file (NUL-terminated, malloc'd); NULL when missing. */
 char *ts_read_file(const char *path, size_t *len_out);
 
+/* Remembers a log file; ts_finish() prints its tail when a test failed. */
+void ts_register_log(const char *title, const char *path);
+
 /* Prints the last max_bytes of a file to stderr under a banner. */
 void ts_print_file_tail(const char *title, const char *path, size_t max_bytes);
 

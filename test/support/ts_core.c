@@ -42,8 +42,6 @@ typedef struct {
 static ts_log_entry_t g_logs[TS_MAX_LOGS];
 static size_t g_logs_len;
 
-void ts_register_log(const char *title, const char *path);
-
 void ts_register_log(const char *title, const char *path)
 {
     if (g_logs_len >= TS_MAX_LOGS)

@@ -7,8 +7,6 @@
 #include <string.h>
 #include <sys/wait.h>
 
-void ts_register_log(const char *title, const char *path);
-
 static const char *env_or(const char *env, const char *dflt)
 {
     const char *v = getenv(env);

@@ -7,8 +7,6 @@
 #include <string.h>
 #include <unistd.h>
 
-void ts_register_log(const char *title, const char *path);
-
 /* nats-server from PATH; Debian installs it in /usr/sbin, which a non-root
  * PATH may lack, so that and /usr/local/bin are tried as well. */
 static const char *nats_server_bin(void)
