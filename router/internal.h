@@ -226,6 +226,8 @@ typedef struct cr_exchange {
     uint8_t dc_state;             /* dechunking state (HTTP/1.0 client, chunked response) */
     uint8_t dc_digits;
     bool dechunk;                 /* forward chunk data only, end by closing */
+    uint8_t quickacks_up;         /* TCP_QUICKACK set on partial backend input */
+    uint8_t quickacks_client;     /* ... and on partial client input */
     uint64_t dc_left;
     uint64_t r_left;
     cr_chunked_t r_chunk;

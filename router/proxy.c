@@ -44,6 +44,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -85,6 +87,22 @@ static inline const cr_config_t *cfg_of(const cr_conn_t *c)
 static inline uint32_t body_start(const cr_conn_t *c)
 {
     return c->ex.hstart + c->ex.req.head_len;
+}
+
+/* A peer that writes one message in two small writes without TCP_NODELAY
+ * (head, then body) waits for our ACK of the first before Nagle lets the
+ * second go, while our delayed ACK waits up to 40 ms for data to ride on:
+ * when a message is still incomplete after a read, ask for an immediate ACK.
+ * A few times per message at most: bulk transfers ACK by themselves. */
+#define CR_MAX_QUICKACKS 4
+
+static void quickack(cr_io_t *io, uint8_t *count)
+{
+    if (*count >= CR_MAX_QUICKACKS || io->fd < 0)
+        return;
+    (*count)++;
+    int one = 1;
+    setsockopt(io->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
 }
 
 /* --- State and timers ------------------------------------------------------ */
@@ -547,8 +565,11 @@ static bool step_read_head(cr_conn_t *c)
         close_conn(c);
         return true;
     }
-    if (!c->io.readable)
+    if (!c->io.readable) {
+        if (b->data && b->end > b->start)
+            quickack(&c->io, &c->ex.quickacks_client); /* a partial head */
         return false;
+    }
     cr_buf_acquire(w, b);
     if (b->end == b->cap) {
         if (b->start > 0) {
@@ -864,6 +885,8 @@ static int pump_request(cr_conn_t *c)
                     return -1;
                 }
                 moved = true;
+                if (!ex->b_done && !c->io.readable)
+                    quickack(&c->io, &ex->quickacks_client);
             } else if (n == 0 || n != CR_AGAIN) {
                 client_closed(c);
                 return -1;
@@ -1338,8 +1361,11 @@ static int pump_response(cr_conn_t *c)
             if (ex->resp_head_done)
                 uin_compact(c);
         }
-        if (!moved)
+        if (!moved) {
+            if (!ex->resp_done && ex->got_resp_bytes && u && !u->io.readable)
+                quickack(&u->io, &ex->quickacks_up);
             return progress;
+        }
         progress = 1;
     }
 }
