@@ -746,6 +746,10 @@ static const key_def_t key_table[] = {
     {"nats.hosts", set_nats_hosts, 0, 0, 0, false},
     STR("nats.user", nats_user),
     STR("nats.pass", nats_pass),
+    BOOL("nats.tls_enabled", nats_tls_enabled),
+    STR("nats.ca_certs", nats_ca_certs),
+    STR("nats.cert_chain", nats_cert_chain),
+    STR("nats.private_key", nats_private_key),
     DUR("droplet_stale_threshold", droplet_stale_threshold_ns),
     DUR("prune_stale_droplets_interval", prune_stale_droplets_interval_ns),
     DUR("start_response_delay_interval", start_response_delay_interval_ns),
@@ -916,6 +920,9 @@ static cr_config_t *raw_defaults(void)
     c->nats_hosts_len = 1;
     c->nats_user = cr_xstrdup("");
     c->nats_pass = cr_xstrdup("");
+    c->nats_ca_certs = cr_xstrdup("");
+    c->nats_cert_chain = cr_xstrdup("");
+    c->nats_private_key = cr_xstrdup("");
     c->droplet_stale_threshold_ns = 120 * CR_NS_PER_SEC;
     c->prune_stale_droplets_interval_ns = 30 * CR_NS_PER_SEC;
     c->start_response_delay_interval_ns = 5 * CR_NS_PER_SEC;
@@ -977,6 +984,9 @@ void cr_config_destroy(cr_config_t *cfg)
     free(cfg->nats_hosts);
     free(cfg->nats_user);
     free(cfg->nats_pass);
+    free(cfg->nats_ca_certs);
+    free(cfg->nats_cert_chain);
+    free(cfg->nats_private_key);
     free(cfg->status_host);
     free(cfg->status_user);
     free(cfg->status_pass);

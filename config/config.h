@@ -57,6 +57,10 @@ typedef struct cr_config {
     size_t nats_hosts_len;
     char *nats_user;                     /* owned, "" when unset */
     char *nats_pass;                     /* owned, "" when unset */
+    bool nats_tls_enabled;               /* nats.tls_enabled: false; tls:// to every host */
+    char *nats_ca_certs;                 /* owned, nats.ca_certs: PEM text, "" = system trust store */
+    char *nats_cert_chain;               /* owned, nats.cert_chain: PEM text of the client certificate, "" = none */
+    char *nats_private_key;              /* owned, nats.private_key: PEM text of its key, "" = none */
     int64_t droplet_stale_threshold_ns;  /* droplet_stale_threshold: 120s; raised to start_response_delay_interval if smaller */
     int64_t prune_stale_droplets_interval_ns; /* prune_stale_droplets_interval: 30s; 0 disables pruning */
     int64_t start_response_delay_interval_ns; /* start_response_delay_interval: 5s */

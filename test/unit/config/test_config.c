@@ -104,6 +104,10 @@ static void assert_all_defaults(const cr_config_t *c)
     assert_int_equal(c->nats_hosts[0].port, 4222);
     assert_string_equal(c->nats_user, "");
     assert_string_equal(c->nats_pass, "");
+    assert_false(c->nats_tls_enabled);
+    assert_string_equal(c->nats_ca_certs, "");
+    assert_string_equal(c->nats_cert_chain, "");
+    assert_string_equal(c->nats_private_key, "");
     assert_int_equal(c->droplet_stale_threshold_ns, 120 * S_NS);
     assert_int_equal(c->prune_stale_droplets_interval_ns, 30 * S_NS);
     assert_int_equal(c->start_response_delay_interval_ns, 5 * S_NS);
@@ -549,6 +553,34 @@ static void test_nats_host_errors_name_the_item(void **state)
     assert_load_fails("nats:\n  hosts:\n  - hostname: [a]\n", "t.yml:3: nats.hosts[0].hostname: expected a string");
 }
 
+static void test_nats_tls_keys_take_pem_block_scalars(void **state)
+{
+    (void)state;
+    cr_config_t *c = load("nats:\n"
+                          "  tls_enabled: true\n"
+                          "  ca_certs: |\n"
+                          "    -----BEGIN CERTIFICATE-----\n"
+                          "    MIIBca\n"
+                          "    -----END CERTIFICATE-----\n"
+                          "  cert_chain: |\n"
+                          "    -----BEGIN CERTIFICATE-----\n"
+                          "    MIIBcc\n"
+                          "    -----END CERTIFICATE-----\n"
+                          "  private_key: |\n"
+                          "    -----BEGIN PRIVATE KEY-----\n"
+                          "    MIIBpk\n"
+                          "    -----END PRIVATE KEY-----\n"
+                          "  hosts:\n"
+                          "  - hostname: 127.0.0.1\n");
+    assert_true(c->nats_tls_enabled);
+    assert_string_equal(c->nats_ca_certs, "-----BEGIN CERTIFICATE-----\nMIIBca\n-----END CERTIFICATE-----\n");
+    assert_string_equal(c->nats_cert_chain, "-----BEGIN CERTIFICATE-----\nMIIBcc\n-----END CERTIFICATE-----\n");
+    assert_string_equal(c->nats_private_key, "-----BEGIN PRIVATE KEY-----\nMIIBpk\n-----END PRIVATE KEY-----\n");
+    assert_int_equal(c->warnings_len, 0);
+    cr_config_destroy(c);
+    assert_load_fails("nats:\n  tls_enabled: yes please\n", "t.yml:2: nats.tls_enabled");
+}
+
 static void test_nats_host_unknown_key_is_a_warning(void **state)
 {
     (void)state;
@@ -717,7 +749,10 @@ static void test_gorouter_example_loads_with_warnings(void **state)
     assert_true(has_warning(c, "unknown key 'router_group'"));
     assert_true(has_warning(c, "unknown key 'status.tls.port'"));
     assert_true(has_warning(c, "unknown key 'tracing.enable_zipkin'"));
-    assert_true(has_warning(c, "unknown key 'nats.tls_enabled'"));
+    assert_false(has_warning(c, "nats.tls_enabled"));
+    assert_true(c->nats_tls_enabled);
+    assert_non_null(strstr(c->nats_ca_certs, "-----BEGIN CERTIFICATE-----\n"));
+    assert_string_equal(c->nats_cert_chain, "");
     assert_false(has_warning(c, "more than"));
     cr_config_destroy(c);
 }
@@ -804,6 +839,7 @@ int main(void)
         cmocka_unit_test(test_nats_hosts_list_is_read_in_order),
         cmocka_unit_test(test_nats_host_errors_name_the_item),
         cmocka_unit_test(test_nats_host_unknown_key_is_a_warning),
+        cmocka_unit_test(test_nats_tls_keys_take_pem_block_scalars),
         cmocka_unit_test(test_cookie_names_list_replaces_the_default),
         cmocka_unit_test(test_max_request_header_bytes_zero_or_huge_becomes_one_mib),
         cmocka_unit_test(test_zero_limits_take_their_defaults),
