@@ -199,6 +199,9 @@ fail:
     return -1;
 }
 
+#define BIG_BYTES (64 * 1024 * 1024)
+static atomic_int big_written;
+
 static void *backend_conn_main(void *arg)
 {
     be_conn_t *bc = arg;
@@ -211,6 +214,11 @@ static void *backend_conn_main(void *arg)
         char *head = strndup(b.data, (size_t)hl);
         rbuf_consume(&b, (size_t)hl);
         atomic_fetch_add(&be->requests, 1);
+        size_t evl;
+        if (find_header(head, "Expect", &evl)) {
+            const char *cont = "HTTP/1.1 100 Continue\r\n\r\n";
+            write_all(bc->fd, cont, strlen(cont));
+        }
         char *body = NULL;
         long blen = rbuf_body(&b, head, &body, false);
         if (blen < 0) {
@@ -239,6 +247,23 @@ static void *backend_conn_main(void *arg)
             const char *r = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                             "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
             int rc = write_all(bc->fd, r, strlen(r));
+            free(head);
+            free(body);
+            if (rc != 0)
+                break;
+            continue;
+        }
+        if (strncmp(path, "/big", 4) == 0) {
+            /* BIG_BYTES of body, written as fast as the proxy takes them. */
+            char hdr[128];
+            snprintf(hdr, sizeof hdr, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", BIG_BYTES);
+            int rc = write_all(bc->fd, hdr, strlen(hdr));
+            static char block[65536];
+            for (int i = 0; rc == 0 && i < BIG_BYTES / (int)sizeof block; i++) {
+                memset(block, 'a' + i % 26, sizeof block);
+                rc = write_all(bc->fd, block, sizeof block);
+            }
+            atomic_store(&big_written, 1);
             free(head);
             free(body);
             if (rc != 0)
@@ -687,6 +712,71 @@ static void test_chunked_response_passes_through_and_is_decoded_for_http10(void 
     close(fd);
 }
 
+static void test_slow_client_backpressures_large_response(void **state)
+{
+    atomic_store(&big_written, 0);
+    int fd = client_connect();
+    rbuf_t b = {.fd = fd};
+    const char *q = "GET /big HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    write_all(fd, q, strlen(q));
+    int hl = rbuf_head(&b);
+    assert_true(hl > 0);
+    assert_true(strncmp(b.data, "HTTP/1.1 200", 12) == 0);
+    rbuf_consume(&b, (size_t)hl);
+    /* The client does not read: the backend must block, not finish into
+     * router memory (socket buffers hold a few MiB, not 64). */
+    usleep(500 * 1000);
+    assert_int_equal(atomic_load(&big_written), 0);
+    size_t total = b.len;
+    char buf[65536];
+    int n;
+    while (total < BIG_BYTES && (n = read_some(fd, buf, sizeof buf)) > 0)
+        total += (size_t)n;
+    assert_int_equal(total, BIG_BYTES);
+    for (int i = 0; i < 100 && !atomic_load(&big_written); i++)
+        usleep(10 * 1000);
+    assert_int_equal(atomic_load(&big_written), 1);
+    free(b.data);
+    close(fd);
+}
+
+static void test_expect_100_continue_relayed(void **state)
+{
+    int fd = client_connect();
+    rbuf_t b = {.fd = fd};
+    const char *q = "POST /echo HTTP/1.1\r\nHost: a.test\r\nContent-Length: 11\r\n"
+                    "Expect: 100-continue\r\n\r\n";
+    write_all(fd, q, strlen(q));
+    resp_t r = read_resp(&b, true);
+    assert_int_equal(r.status, 100);
+    resp_free(&r);
+    write_all(fd, "hello world", 11);
+    r = read_resp(&b, false);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "hello world");
+    resp_free(&r);
+    free(b.data);
+    close(fd);
+}
+
+static void test_app_instance_header(void **state)
+{
+    resp_t r = roundtrip("GET / HTTP/1.1\r\nHost: a.test\r\nX-Cf-App-Instance: nope\r\n\r\n");
+    assert_int_equal(r.status, 400);
+    assert_true(has_header(&r, "X-Cf-Routererror", "invalid_cf_app_instance_header"));
+    resp_free(&r);
+    r = roundtrip("GET / HTTP/1.1\r\nHost: a.test\r\n"
+                  "X-Cf-App-Instance: 11111111-2222-3333-4444-555555555555:7\r\n\r\n");
+    assert_int_equal(r.status, 400);
+    assert_true(has_header(&r, "X-Cf-Routererror", "unknown_route"));
+    resp_free(&r);
+    r = roundtrip("GET /i HTTP/1.1\r\nHost: a.test\r\n"
+                  "X-Cf-App-Instance: 11111111-2222-3333-4444-555555555555:0\r\n\r\n");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "A /i a.test");
+    resp_free(&r);
+}
+
 typedef struct {
     int fd;
     resp_t r;
@@ -740,6 +830,9 @@ int main(void)
         cmocka_unit_test(test_upgrade_tunnels_bytes_both_ways),
         cmocka_unit_test(test_eof_without_response_is_not_retried_for_post),
         cmocka_unit_test(test_chunked_response_passes_through_and_is_decoded_for_http10),
+        cmocka_unit_test(test_slow_client_backpressures_large_response),
+        cmocka_unit_test(test_expect_100_continue_relayed),
+        cmocka_unit_test(test_app_instance_header),
         cmocka_unit_test(test_drain_completes_in_flight_request),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
