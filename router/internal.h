@@ -273,7 +273,26 @@ struct cr_conn {
     cr_http_header_t headers[];   /* max_request_headers entries for ex.req */
 };
 
+/* How an attempt failed (proxy.c decides on a retry). */
+typedef enum { CR_FAIL_DIAL, CR_FAIL_IO, CR_FAIL_TIMEOUT, CR_FAIL_PROTO } cr_fail_kind_t;
+
 const char *cr_client_state_name(cr_client_state_t s);
+/* proxy.c internals shared with relay.c. */
+void cr_proxy__set_state(cr_conn_t *c, cr_client_state_t s);
+void cr_proxy__attempt_failed(cr_conn_t *c, cr_fail_kind_t kind, int err, const char *msg);
+/* Counters and the access log line, once per request. */
+void cr_proxy__account(cr_conn_t *c);
+void cr_proxy__close(cr_conn_t *c);
+/* The client went away: 499 when no response was started, then close. */
+void cr_proxy__client_closed(cr_conn_t *c);
+void cr_proxy__drop_in_flight(cr_conn_t *c);
+/* TCP_QUICKACK on a socket whose message is incomplete (bounded by *count). */
+void cr_proxy__quickack(cr_io_t *io, uint8_t *count);
+/* relay.c: response direction. Returns 1 progress, 0 blocked, -1 when the
+ * exchange changed state (answered, retried, closed, tunnel). */
+int cr_relay__pump_response(cr_conn_t *c);
+/* relay.c: TUNNEL state step; true on a state change. */
+bool cr_relay__step_tunnel(cr_conn_t *c);
 /* A new accepted connection (state READ_HEAD). */
 void cr_proxy__on_accept(cr_conn_t *c);
 /* Client socket events and timers. */

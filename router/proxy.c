@@ -33,7 +33,8 @@
  * a readable source and a writable destination: a blocked destination
  * stops reading from the source (backpressure), nothing buffers a body.
  * Framing is forwarded as received; Content-Length counting and
- * cr_chunked_scan() find where each body ends.
+ * cr_chunked_scan() find where each body ends. The response direction
+ * (heads, body framing, tunnels) lives in relay.c.
  *
  * Threads: the owning worker only. Owns: the client socket, the buffers,
  * the references to endpoints it picked, its bound backend connection.
@@ -43,7 +44,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
@@ -56,15 +56,9 @@
 
 #define CR_SLACK_HEAD 2048          /* room for added request headers */
 
-typedef enum { F_DIAL, F_IO, F_TIMEOUT, F_PROTO } fail_kind_t;
-
 static bool begin_attempt(cr_conn_t *c, bool first);
-static void attempt_failed(cr_conn_t *c, fail_kind_t kind, int err, const char *msg);
 static void respond_error(cr_conn_t *c, cr_proxy_error_t kind, const char *detail,
                           size_t detail_len, const char *reason);
-static void client_closed(cr_conn_t *c);
-static void close_conn(cr_conn_t *c);
-static bool dechunk(cr_conn_t *c);
 
 const char *cr_client_state_name(cr_client_state_t s)
 {
@@ -96,7 +90,7 @@ static inline uint32_t body_start(const cr_conn_t *c)
  * A few times per message at most: bulk transfers ACK by themselves. */
 #define CR_MAX_QUICKACKS 4
 
-static void quickack(cr_io_t *io, uint8_t *count)
+void cr_proxy__quickack(cr_io_t *io, uint8_t *count)
 {
     if (*count >= CR_MAX_QUICKACKS || io->fd < 0)
         return;
@@ -118,7 +112,7 @@ static int64_t read_head_deadline(const cr_conn_t *c)
 }
 
 /* The one place that moves the client state; arms the state's timer. */
-static void set_state(cr_conn_t *c, cr_client_state_t s)
+void cr_proxy__set_state(cr_conn_t *c, cr_client_state_t s)
 {
     cr_worker_t *w = c->w;
     c->state = s;
@@ -147,7 +141,7 @@ static void set_state(cr_conn_t *c, cr_client_state_t s)
 
 /* --- Endpoint bookkeeping -------------------------------------------------- */
 
-static void drop_in_flight(cr_conn_t *c)
+void cr_proxy__drop_in_flight(cr_conn_t *c)
 {
     if (c->ex.ep_in_flight) {
         atomic_fetch_sub_explicit(&c->ex.ep->in_flight, 1, memory_order_relaxed);
@@ -157,7 +151,7 @@ static void drop_in_flight(cr_conn_t *c)
 
 static void release_endpoints(cr_conn_t *c)
 {
-    drop_in_flight(c);
+    cr_proxy__drop_in_flight(c);
     cr_endpoint_release(c->ex.ep);
     c->ex.ep = NULL;
     for (uint32_t i = 0; i < c->ex.tried_len; i++)
@@ -196,7 +190,7 @@ static cr_slice_t str_slice(const char *s)
 
 /* Once per request: counters, and the access log line when enabled. The
  * request head must still be in cin. */
-static void account(cr_conn_t *c)
+void cr_proxy__account(cr_conn_t *c)
 {
     cr_exchange_t *ex = &c->ex;
     cr_worker_t *w = c->w;
@@ -280,14 +274,14 @@ static void account(cr_conn_t *c)
 
 /* --- Closing ---------------------------------------------------------------- */
 
-static void close_conn(cr_conn_t *c)
+void cr_proxy__close(cr_conn_t *c)
 {
     if (c->state == CR_CS_CLOSING)
         return;
     cr_worker_t *w = c->w;
     detach_upstream(c, false);
     release_endpoints(c);
-    set_state(c, CR_CS_CLOSING);
+    cr_proxy__set_state(c, CR_CS_CLOSING);
     if (c->io.fd >= 0) {
         close(c->io.fd);
         c->io.fd = -1;
@@ -302,11 +296,11 @@ static void close_conn(cr_conn_t *c)
 
 void cr_proxy__abort(cr_conn_t *c)
 {
-    close_conn(c);
+    cr_proxy__close(c);
 }
 
 /* The client went away with a request in progress: 499 in the log. */
-static void client_closed(cr_conn_t *c)
+void cr_proxy__client_closed(cr_conn_t *c)
 {
     cr_exchange_t *ex = &c->ex;
     if (ex->req.head_len && !ex->resp_started && !ex->accounted) {
@@ -315,8 +309,8 @@ static void client_closed(cr_conn_t *c)
         snprintf(ex->reason, sizeof(ex->reason), "context canceled");
         cr_counter_add(&c->w->counters.errors[CR_PERR_CLIENT_CLOSED], 1);
     }
-    account(c);
-    close_conn(c);
+    cr_proxy__account(c);
+    cr_proxy__close(c);
 }
 
 /* --- Starting and finishing requests --------------------------------------- */
@@ -332,7 +326,7 @@ static void finish_exchange(cr_conn_t *c)
 {
     cr_exchange_t *ex = &c->ex;
     cr_worker_t *w = c->w;
-    account(c);
+    cr_proxy__account(c);
     if (c->up) {
         bool reusable = ex->resp_keep_alive && ex->req_sent && ex->resp_done &&
                         c->uin.start == c->uin.end && c->up->state == CR_US_RECEIVING &&
@@ -346,7 +340,7 @@ static void finish_exchange(cr_conn_t *c)
     bool keep = ex->client_keep_alive && !c->close_after && !c->io.eof &&
                 !atomic_load_explicit(&w->rt->draining, memory_order_relaxed);
     if (!keep) {
-        close_conn(c);
+        cr_proxy__close(c);
         return;
     }
     /* The next request starts after this one's body. */
@@ -368,7 +362,7 @@ static void finish_exchange(cr_conn_t *c)
     c->parse_pending = c->cin.end > c->cin.start;
     c->head_started_ns = c->cin.end > c->cin.start ? w->now_ns : 0;
     c->last_active_ns = w->now_ns;
-    set_state(c, CR_CS_READ_HEAD);
+    cr_proxy__set_state(c, CR_CS_READ_HEAD);
 }
 
 /* --- Router-made answers ---------------------------------------------------- */
@@ -382,12 +376,12 @@ static void respond_error(cr_conn_t *c, cr_proxy_error_t kind, const char *detai
         /* Part of a response already went out: all we can do is close. */
         if (reason && reason != ex->reason)
             snprintf(ex->reason, sizeof(ex->reason), "%s", reason);
-        account(c);
-        close_conn(c);
+        cr_proxy__account(c);
+        cr_proxy__close(c);
         return;
     }
     detach_upstream(c, false);
-    drop_in_flight(c);
+    cr_proxy__drop_in_flight(c);
     const cr_proxy_error_info_t *info = cr_proxy_error_info(kind);
     bool body_consumed = !ex->has_body || ex->b_done;
     bool keep = ex->req.keep_alive && body_consumed && kind != CR_PERR_BAD_REQUEST &&
@@ -412,7 +406,7 @@ static void respond_error(cr_conn_t *c, cr_proxy_error_t kind, const char *detai
     cr_counter_add(&w->counters.errors[kind], 1);
     if (kind == CR_PERR_BAD_REQUEST)
         cr_counter_add(&w->counters.bad_requests, 1);
-    set_state(c, CR_CS_WRITE_RESPONSE);
+    cr_proxy__set_state(c, CR_CS_WRITE_RESPONSE);
 }
 
 /* Answers a head that cannot be parsed (400, 431) and closes afterwards. */
@@ -562,12 +556,12 @@ static bool step_read_head(cr_conn_t *c)
         }
     }
     if (c->io.eof || c->client_gone) {
-        close_conn(c);
+        cr_proxy__close(c);
         return true;
     }
     if (!c->io.readable) {
         if (b->data && b->end > b->start)
-            quickack(&c->io, &c->ex.quickacks_client); /* a partial head */
+            cr_proxy__quickack(&c->io, &c->ex.quickacks_client); /* a partial head */
         return false;
     }
     cr_buf_acquire(w, b);
@@ -600,7 +594,7 @@ static bool step_read_head(cr_conn_t *c)
         return true;
     }
     if (n == 0 || (n < 0 && n != CR_AGAIN)) {
-        close_conn(c);
+        cr_proxy__close(c);
         return true;
     }
     if (b->end == b->start && b->data) {
@@ -763,7 +757,7 @@ static bool begin_attempt(cr_conn_t *c, bool first)
     c->up = cr_upstream__acquire(w, ex->ep, c, pooled, &err);
     ex->dial_err = c->up ? 0 : err;
     ex->sent_mono_ns = 0;
-    set_state(c, CR_CS_READ_BODY);
+    cr_proxy__set_state(c, CR_CS_READ_BODY);
     return true;
 }
 
@@ -782,7 +776,7 @@ static void format_dial_reason(cr_conn_t *c, int err)
 
 /* An attempt failed before the response head: retry on another endpoint
  * when the rules allow (a transition back to READ_BODY), else answer 502. */
-static void attempt_failed(cr_conn_t *c, fail_kind_t kind, int err, const char *msg)
+void cr_proxy__attempt_failed(cr_conn_t *c, cr_fail_kind_t kind, int err, const char *msg)
 {
     cr_worker_t *w = c->w;
     cr_exchange_t *ex = &c->ex;
@@ -794,10 +788,10 @@ static void attempt_failed(cr_conn_t *c, fail_kind_t kind, int err, const char *
         addr_len = c->up->addr_len;
     }
     switch (kind) {
-    case F_DIAL:
+    case CR_FAIL_DIAL:
         format_dial_reason(c, err);
         break;
-    case F_IO:
+    case CR_FAIL_IO:
         if (err == 0)
             snprintf(ex->reason, sizeof(ex->reason), "EOF");
         else if (err == ECONNRESET)
@@ -805,20 +799,20 @@ static void attempt_failed(cr_conn_t *c, fail_kind_t kind, int err, const char *
         else
             snprintf(ex->reason, sizeof(ex->reason), "%s", strerror(err));
         break;
-    case F_TIMEOUT:
+    case CR_FAIL_TIMEOUT:
         snprintf(ex->reason, sizeof(ex->reason), "timeout");
         break;
-    case F_PROTO:
+    case CR_FAIL_PROTO:
         snprintf(ex->reason, sizeof(ex->reason), "%s", msg ? msg : "malformed response");
         break;
     }
     detach_upstream(c, false);
     cr_counter_add(&w->counters.backend_failures, 1);
-    drop_in_flight(c);
-    bool stale = reused && kind == F_IO;
+    cr_proxy__drop_in_flight(c);
+    bool stale = reused && kind == CR_FAIL_IO;
     if (stale && addr_len)
         cr_upstream__close_idle_like(w, &addr, addr_len);
-    if (ex->ep && !stale && (kind == F_DIAL || (kind == F_IO && err == ECONNRESET))) {
+    if (ex->ep && !stale && (kind == CR_FAIL_DIAL || (kind == CR_FAIL_IO && err == ECONNRESET))) {
         int64_t now = w->now_ns ? w->now_ns : 1;
         atomic_store_explicit(&ex->ep->failed_at_ns, now, memory_order_relaxed);
     }
@@ -830,9 +824,9 @@ static void attempt_failed(cr_conn_t *c, fail_kind_t kind, int err, const char *
         ex->ep = NULL;
     }
     bool retriable = false;
-    if (kind == F_DIAL)
+    if (kind == CR_FAIL_DIAL)
         retriable = true;
-    else if (kind == F_IO)
+    else if (kind == CR_FAIL_IO)
         retriable = !ex->got_resp_bytes &&
                     (!ex->head_sent || reused || (is_idempotent(&ex->req) && !ex->has_body));
     bool replayable = !ex->b_reused_region;
@@ -876,7 +870,7 @@ static int pump_request(cr_conn_t *c)
                 if (!scan_request_body(c)) {
                     cr_counter_add(&w->counters.bad_requests, 1);
                     if (ex->resp_started) {
-                        close_conn(c);
+                        cr_proxy__close(c);
                     } else {
                         ex->has_body = true;
                         ex->b_done = false;
@@ -886,9 +880,9 @@ static int pump_request(cr_conn_t *c)
                 }
                 moved = true;
                 if (!ex->b_done && !c->io.readable)
-                    quickack(&c->io, &ex->quickacks_client);
+                    cr_proxy__quickack(&c->io, &ex->quickacks_client);
             } else if (n == 0 || n != CR_AGAIN) {
-                client_closed(c);
+                cr_proxy__client_closed(c);
                 return -1;
             }
         }
@@ -901,7 +895,7 @@ static int pump_request(cr_conn_t *c)
                 ex->req_sent = true;
                 u->state = CR_US_RECEIVING;
                 if (c->state == CR_CS_READ_BODY)
-                    set_state(c, CR_CS_WAIT_UPSTREAM);
+                    cr_proxy__set_state(c, CR_CS_WAIT_UPSTREAM);
                 return 1;
             }
             if (ex->b_fwd == c->cin.end && ex->b_fwd > body_start(c)) {
@@ -920,7 +914,7 @@ static int pump_request(cr_conn_t *c)
         ssize_t n = cr_io__send2(&u->io, c->rq_out.data + ex->rq_sent, head_left,
                                  c->cin.data + ex->b_fwd, blen);
         if (n < 0) {
-            attempt_failed(c, F_IO, (int)-n, NULL);
+            cr_proxy__attempt_failed(c, CR_FAIL_IO, (int)-n, NULL);
             return -1;
         }
         uint32_t hn = (uint32_t)n < head_left ? (uint32_t)n : head_left;
@@ -932,440 +926,6 @@ static int pump_request(cr_conn_t *c)
         }
         if (n == 0 && !moved)
             return progress;
-        progress = 1;
-    }
-}
-
-/* --- Pumping the response -------------------------------------------------------- */
-
-static bool scan_response_body(cr_conn_t *c)
-{
-    cr_exchange_t *ex = &c->ex;
-    if (ex->resp_done || c->uin.end <= (ex->dechunk ? ex->r_in : ex->r_scan))
-        return true;
-    uint32_t avail = c->uin.end - ex->r_scan;
-    switch (ex->r_kind) {
-    case CR_HTTP_BODY_LENGTH: {
-        uint32_t n = ex->r_left < avail ? (uint32_t)ex->r_left : avail;
-        ex->r_scan += n;
-        ex->r_left -= n;
-        if (ex->r_left == 0)
-            ex->resp_done = true;
-        return true;
-    }
-    case CR_HTTP_BODY_CHUNKED: {
-        if (ex->dechunk)
-            return dechunk(c);
-        int64_t r = cr_chunked_scan(&ex->r_chunk, c->uin.data + ex->r_scan, avail);
-        if (r == CR_EBAD)
-            return false;
-        if (r == CR_AGAIN) {
-            ex->r_scan = c->uin.end;
-        } else {
-            ex->r_scan += (uint32_t)r;
-            ex->resp_done = true;
-        }
-        return true;
-    }
-    case CR_HTTP_BODY_UNTIL_CLOSE:
-        ex->r_scan = c->uin.end;
-        return true;
-    default:
-        ex->resp_done = true;
-        return true;
-    }
-}
-
-/* An HTTP/1.0 client cannot read chunked framing: crouter forwards only
- * the chunk data and ends the body by closing (as Go's server does). The
- * data is compacted in place in uin: [uin.start, r_scan) is decoded data,
- * [r_in, uin.end) input not yet decoded. */
-enum { DC_SIZE, DC_EXT, DC_SIZE_LF, DC_DATA, DC_DATA_CR, DC_DATA_LF, DC_TRAILER_START,
-       DC_TRAILER_LINE, DC_TRAILER_LF, DC_END_LF, DC_DONE };
-
-static int hex_value(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    ch = (char)(ch | 0x20);
-    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-}
-
-static bool dechunk(cr_conn_t *c)
-{
-    cr_exchange_t *ex = &c->ex;
-    char *d = c->uin.data;
-    uint32_t in = ex->r_in, out = ex->r_scan, end = c->uin.end;
-    while (in < end && ex->dc_state != DC_DONE) {
-        char ch = d[in];
-        switch (ex->dc_state) {
-        case DC_SIZE: {
-            int v = hex_value(ch);
-            if (v >= 0) {
-                if (ex->dc_digits++ >= 15)
-                    return false;
-                ex->dc_left = ex->dc_left * 16 + (uint64_t)v;
-            } else if (ex->dc_digits && (ch == ';' || ch == ' ' || ch == '\t')) {
-                ex->dc_state = DC_EXT;
-            } else if (ex->dc_digits && ch == '\r') {
-                ex->dc_state = DC_SIZE_LF;
-            } else {
-                return false;
-            }
-            in++;
-            break;
-        }
-        case DC_EXT:
-            if (ch == '\r')
-                ex->dc_state = DC_SIZE_LF;
-            in++;
-            break;
-        case DC_SIZE_LF:
-            if (ch != '\n')
-                return false;
-            in++;
-            ex->dc_digits = 0;
-            ex->dc_state = ex->dc_left ? DC_DATA : DC_TRAILER_START;
-            break;
-        case DC_DATA: {
-            uint32_t n = ex->dc_left < end - in ? (uint32_t)ex->dc_left : end - in;
-            memmove(d + out, d + in, n);
-            out += n;
-            in += n;
-            ex->dc_left -= n;
-            if (!ex->dc_left)
-                ex->dc_state = DC_DATA_CR;
-            break;
-        }
-        case DC_DATA_CR:
-            if (ch != '\r')
-                return false;
-            ex->dc_state = DC_DATA_LF;
-            in++;
-            break;
-        case DC_DATA_LF:
-            if (ch != '\n')
-                return false;
-            ex->dc_state = DC_SIZE;
-            in++;
-            break;
-        case DC_TRAILER_START:
-            ex->dc_state = ch == '\r' ? DC_END_LF : DC_TRAILER_LINE;
-            in++;
-            break;
-        case DC_TRAILER_LINE:
-            if (ch == '\r')
-                ex->dc_state = DC_TRAILER_LF;
-            in++;
-            break;
-        case DC_TRAILER_LF:
-            if (ch != '\n')
-                return false;
-            ex->dc_state = DC_TRAILER_START;
-            in++;
-            break;
-        case DC_END_LF:
-            if (ch != '\n')
-                return false;
-            ex->dc_state = DC_DONE;
-            in++;
-            break;
-        }
-    }
-    ex->r_in = in;
-    ex->r_scan = out;
-    if (ex->dc_state == DC_DONE) {
-        ex->resp_done = true;
-        if (in != end)
-            ex->resp_keep_alive = false; /* bytes after the body: do not reuse */
-        c->uin.end = out;
-        ex->r_in = out;
-    }
-    return true;
-}
-
-/* Makes room in uin once everything decoded was forwarded. */
-static void uin_compact(cr_conn_t *c)
-{
-    cr_exchange_t *ex = &c->ex;
-    cr_buf_t *b = &c->uin;
-    if (b->start != ex->r_scan || b->start == 0)
-        return;
-    if (!ex->dechunk) {
-        if (b->start == b->end)
-            b->start = b->end = ex->r_scan = 0;
-        return;
-    }
-    uint32_t rest = b->end - ex->r_in;
-    memmove(b->data, b->data + ex->r_in, rest);
-    b->start = ex->r_scan = ex->r_in = 0;
-    b->end = rest;
-}
-
-/* Removes the Transfer-Encoding line from the head at rs_out[from, end). */
-static void drop_transfer_encoding(cr_conn_t *c, uint32_t from)
-{
-    cr_buf_t *b = &c->rs_out;
-    char *p = b->data + from, *end = b->data + b->end;
-    p = memchr(p, '\n', (size_t)(end - p));
-    while (p && ++p < end && *p != '\r') {
-        char *eol = memchr(p, '\n', (size_t)(end - p));
-        if (!eol)
-            return;
-        if ((size_t)(eol - p) > 18 && strncasecmp(p, "transfer-encoding:", 18) == 0) {
-            size_t cut = (size_t)(eol + 1 - p);
-            memmove(p, eol + 1, (size_t)(end - eol - 1));
-            b->end -= (uint32_t)cut;
-            return;
-        }
-        p = eol;
-    }
-}
-
-/* Appends n bytes to rs_out, growing it when needed. */
-static char *rs_out_reserve(cr_conn_t *c, uint32_t n)
-{
-    cr_buf_t *b = &c->rs_out;
-    cr_buf_acquire(c->w, b);
-    if (b->start == b->end)
-        b->start = b->end = 0;
-    if (b->cap - b->end < n)
-        cr_buf_grow(c->w, b, b->end + n);
-    return b->data + b->end;
-}
-
-/* A final response head: rewrite it for the client. Returns false when the
- * head was unusable (the exchange was answered or closed). */
-static bool on_response_head(cr_conn_t *c, const cr_http_response_t *resp)
-{
-    cr_worker_t *w = c->w;
-    cr_router_t *rt = w->rt;
-    cr_exchange_t *ex = &c->ex;
-    ex->status = resp->status;
-    ex->resp_head_done = true;
-    ex->resp_head_mono_ns = w->now_ns;
-    drop_in_flight(c);
-    if (resp->status == 101) {
-        if (!ex->req.upgrade) {
-            attempt_failed(c, F_PROTO, 0, "unexpected 101 response");
-            return false;
-        }
-        ex->upgrade = true;
-    }
-    ex->resp_keep_alive = resp->keep_alive && !rt->cfg->disable_keep_alives && !ex->upgrade;
-    ex->dechunk = ex->req.version_minor == 0 && resp->body_kind == CR_HTTP_BODY_CHUNKED;
-    ex->client_keep_alive = !ex->upgrade && !ex->dechunk && ex->req.keep_alive &&
-                            resp->body_kind != CR_HTTP_BODY_UNTIL_CLOSE && ex->b_done &&
-                            !c->close_after &&
-                            !atomic_load_explicit(&rt->draining, memory_order_relaxed);
-    char extra[1024];
-    int extra_len = 0;
-    if (!ex->upgrade && ex->ep) {
-        cr_sticky_response_ctx_t sctx = {
-            .cfg = &rt->sticky,
-            .request = &ex->sticky,
-            .resp = resp,
-            .endpoint = ex->ep,
-            .context_path = ex->ep->context_path ? ex->ep->context_path : "",
-            .over_tls = false,
-        };
-        extra_len = cr_sticky_response_cookie(&sctx, extra, sizeof(extra));
-        if (extra_len < 0)
-            extra_len = 0;
-        if (extra_len > 0)
-            cr_counter_add(&w->counters.vcap_cookies_set, 1);
-    }
-    cr_response_rewrite_t rw = {
-        .resp = resp,
-        .request_id = ex->request_id,
-        .client_keep_alive = ex->client_keep_alive,
-        .upgrade = ex->upgrade,
-        .client_version_minor = ex->req.version_minor,
-        .extra = extra_len > 0 ? extra : NULL,
-        .extra_len = (size_t)extra_len,
-    };
-    uint32_t need = resp->head_len + 1024 + (uint32_t)extra_len;
-    uint32_t head_from = 0;
-    for (int i = 0; i < 3; i++) {
-        char *out = rs_out_reserve(c, need);
-        head_from = c->rs_out.end;
-        int n = cr_rewrite_response_head(&rw, out, c->rs_out.cap - c->rs_out.end);
-        if (n > 0) {
-            c->rs_out.end += (uint32_t)n;
-            break;
-        }
-        if (n != CR_ETOOBIG || i == 2) {
-            attempt_failed(c, F_PROTO, 0, "response head too large");
-            return false;
-        }
-        need *= 2;
-    }
-    if (ex->dechunk)
-        drop_transfer_encoding(c, head_from);
-    c->uin.start += resp->head_len;
-    ex->r_scan = ex->r_in = c->uin.start;
-    ex->r_kind = (uint8_t)resp->body_kind;
-    ex->r_left = resp->body_kind == CR_HTTP_BODY_LENGTH ? (uint64_t)resp->content_length : 0;
-    cr_chunked_init(&ex->r_chunk);
-    if (resp->body_kind == CR_HTTP_BODY_NONE)
-        ex->resp_done = true;
-    if (ex->upgrade) {
-        c->up->state = CR_US_TUNNEL;
-        cr_counter_add(&w->counters.upgrades, 1);
-        /* Log the 101 now: the tunnel reuses cin, where the head lives. */
-        account(c);
-        c->cin.start = ex->b_scan;
-        c->last_active_ns = w->now_ns;
-        set_state(c, CR_CS_TUNNEL);
-    } else {
-        set_state(c, CR_CS_WRITE_RESPONSE);
-    }
-    return true;
-}
-
-/* Parses response heads in uin: 1xx are copied through, the final one is
- * rewritten. Returns 1 on progress, 0 when more is needed, -1 on a change. */
-static int parse_response(cr_conn_t *c)
-{
-    cr_worker_t *w = c->w;
-    cr_exchange_t *ex = &c->ex;
-    bool is_head = ex->req.method_len == 4 && memcmp(ex->req.method, "HEAD", 4) == 0;
-    int progress = 0;
-    while (!ex->resp_head_done && c->uin.end > c->uin.start) {
-        cr_http_response_t resp;
-        int r = cr_http1_parse_response(c->uin.data + c->uin.start, c->uin.end - c->uin.start,
-                                        &w->rt->resp_limits, w->resp_headers, is_head, &resp);
-        if (r == CR_AGAIN) {
-            if (c->uin.end == c->uin.cap) {
-                if (c->uin.start > 0) {
-                    memmove(c->uin.data, c->uin.data + c->uin.start, c->uin.end - c->uin.start);
-                    c->uin.end -= c->uin.start;
-                    c->uin.start = 0;
-                } else if (c->uin.cap < CR_RESP_MAX_HEAD) {
-                    cr_buf_grow(w, &c->uin, CR_RESP_MAX_HEAD);
-                } else {
-                    attempt_failed(c, F_PROTO, 0, "Too many response headers");
-                    return -1;
-                }
-            }
-            return progress;
-        }
-        if (r < 0) {
-            attempt_failed(c, F_PROTO, 0, "malformed HTTP response");
-            return -1;
-        }
-        if (resp.status >= 100 && resp.status < 200 && resp.status != 101) {
-            /* Interim (100 Continue, 103): to the client as received. */
-            char *out = rs_out_reserve(c, (uint32_t)r);
-            memcpy(out, c->uin.data + c->uin.start, (size_t)r);
-            c->rs_out.end += (uint32_t)r;
-            c->uin.start += (uint32_t)r;
-            progress = 1;
-            continue;
-        }
-        return on_response_head(c, &resp) ? 1 : -1;
-    }
-    return progress;
-}
-
-/* The backend closed or failed while a response was expected or streaming. */
-static void upstream_ended(cr_conn_t *c, int err)
-{
-    cr_exchange_t *ex = &c->ex;
-    if (!ex->resp_head_done) {
-        if (ex->resp_started || c->rs_out.end > c->rs_out.start) {
-            /* A 1xx went (or is going) out: no 502 can follow it. */
-            close_conn(c);
-            return;
-        }
-        attempt_failed(c, F_IO, err, NULL);
-        return;
-    }
-    if (ex->r_kind == CR_HTTP_BODY_UNTIL_CLOSE && err == 0) {
-        ex->resp_done = true;
-        return;
-    }
-    /* Truncated body: the client sees the connection close. */
-    snprintf(ex->reason, sizeof(ex->reason), "%s", err ? strerror(err) : "unexpected EOF");
-    account(c);
-    close_conn(c);
-}
-
-/* Moves response bytes backend -> client. Returns 1/0/-1 as pump_request. */
-static int pump_response(cr_conn_t *c)
-{
-    cr_worker_t *w = c->w;
-    cr_exchange_t *ex = &c->ex;
-    int progress = 0;
-    for (;;) {
-        cr_upconn_t *u = c->up;
-        bool moved = false;
-        if (u && !ex->resp_done && (u->state == CR_US_SENDING || u->state == CR_US_RECEIVING) &&
-            u->io.readable) {
-            cr_buf_acquire(w, &c->uin);
-            if (ex->resp_head_done)
-                uin_compact(c);
-            if (c->uin.end < c->uin.cap) {
-                ssize_t n = cr_io__read(&u->io, &c->uin);
-                if (n > 0) {
-                    ex->got_resp_bytes = true;
-                    moved = true;
-                } else if (n == 0 || n != CR_AGAIN) {
-                    upstream_ended(c, n == 0 ? 0 : (int)-n);
-                    if (c->state == CR_CS_CLOSING || c->up != u || !ex->resp_done)
-                        return -1;
-                    moved = true;
-                }
-            }
-        }
-        if (!ex->resp_head_done) {
-            int r = parse_response(c);
-            if (r < 0)
-                return -1;
-            if (c->state == CR_CS_TUNNEL)
-                return 1;
-            moved |= r > 0;
-        }
-        if (ex->resp_head_done && !scan_response_body(c)) {
-            snprintf(ex->reason, sizeof(ex->reason), "malformed chunked response");
-            account(c);
-            close_conn(c);
-            return -1;
-        }
-        uint32_t hlen = c->rs_out.end - c->rs_out.start;
-        uint32_t blen = ex->resp_head_done ? ex->r_scan - c->uin.start : 0;
-        if (hlen && blen && blen <= 4096 && c->rs_out.cap - c->rs_out.end >= blen) {
-            /* A small body rides in the head's buffer: one send(), not sendmsg(). */
-            memcpy(c->rs_out.data + c->rs_out.end, c->uin.data + c->uin.start, blen);
-            c->rs_out.end += blen;
-            c->uin.start += blen;
-            ex->resp_body_bytes += blen;
-            hlen += blen;
-            blen = 0;
-        }
-        if ((hlen || blen) && c->io.writable) {
-            ssize_t n = cr_io__send2(&c->io, c->rs_out.data + c->rs_out.start, hlen,
-                                     c->uin.data + c->uin.start, blen);
-            if (n < 0) {
-                client_closed(c);
-                return -1;
-            }
-            if (n > 0) {
-                ex->resp_started = true;
-                uint32_t hn = (uint32_t)n < hlen ? (uint32_t)n : hlen;
-                c->rs_out.start += hn;
-                c->uin.start += (uint32_t)n - hn;
-                ex->resp_body_bytes += (uint32_t)n - hn;
-                moved = true;
-            }
-            if (ex->resp_head_done)
-                uin_compact(c);
-        }
-        if (!moved) {
-            if (!ex->resp_done && ex->got_resp_bytes && u && !u->io.readable)
-                quickack(&u->io, &ex->quickacks_up);
-            return progress;
-        }
         progress = 1;
     }
 }
@@ -1395,7 +955,7 @@ static bool step_exchange(cr_conn_t *c)
         if (len && c->io.writable) {
             ssize_t n = cr_io__send2(&c->io, c->rs_out.data + c->rs_out.start, len, NULL, 0);
             if (n < 0) {
-                client_closed(c);
+                cr_proxy__client_closed(c);
                 return true;
             }
             c->rs_out.start += (uint32_t)n;
@@ -1409,13 +969,13 @@ static bool step_exchange(cr_conn_t *c)
         return false;
     }
     if (!ex->resp_head_done && ex->b_done && client_went_away(c)) {
-        client_closed(c);
+        cr_proxy__client_closed(c);
         return true;
     }
     cr_upconn_t *u = c->up;
     if (!u) {
         /* No socket could be made: a failed dial. */
-        attempt_failed(c, F_DIAL, ex->dial_err ? ex->dial_err : EMFILE, NULL);
+        cr_proxy__attempt_failed(c, CR_FAIL_DIAL, ex->dial_err ? ex->dial_err : EMFILE, NULL);
         return true;
     }
     if (u->state == CR_US_CONNECTING) {
@@ -1424,7 +984,7 @@ static bool step_exchange(cr_conn_t *c)
             return pump_request(c) > 0;
     }
     if (u->state == CR_US_CONNECT_FAILED) {
-        attempt_failed(c, F_DIAL, u->err, NULL);
+        cr_proxy__attempt_failed(c, CR_FAIL_DIAL, u->err, NULL);
         return true;
     }
     bool progress = false;
@@ -1434,7 +994,7 @@ static bool step_exchange(cr_conn_t *c)
             return true;
         progress |= r > 0;
     }
-    int r = pump_response(c);
+    int r = cr_relay__pump_response(c);
     if (r < 0 || c->state == CR_CS_CLOSING || c->state == CR_CS_TUNNEL)
         return true;
     progress |= r > 0;
@@ -1449,75 +1009,6 @@ static bool step_exchange(cr_conn_t *c)
         return true;
     }
     return progress || c->state != s0;
-}
-
-/* --- Tunnel -------------------------------------------------------------------- */
-
-/* Moves bytes src -> dst through buf. Returns 1 progress, 0 blocked, -1 closed. */
-static int tunnel_dir(cr_io_t *src, cr_buf_t *buf, cr_io_t *dst, cr_worker_t *w)
-{
-    int progress = 0;
-    for (;;) {
-        bool moved = false;
-        if (buf->end > buf->start && dst->writable) {
-            ssize_t n = cr_io__send2(dst, buf->data + buf->start, buf->end - buf->start, NULL, 0);
-            if (n < 0)
-                return -1;
-            buf->start += (uint32_t)n;
-            moved = n > 0;
-        }
-        if (buf->start == buf->end) {
-            buf->start = buf->end = 0;
-            if (src->eof)
-                return -1;
-        }
-        if (src->readable && buf->end < buf->cap) {
-            cr_buf_acquire(w, buf);
-            ssize_t n = cr_io__read(src, buf);
-            if (n > 0)
-                moved = true;
-            else if (n == 0 || n != CR_AGAIN)
-                moved = true; /* eof: flush, then close */
-            if (n < 0 && n != CR_AGAIN)
-                return -1;
-        }
-        if (!moved)
-            return progress;
-        progress = 1;
-    }
-}
-
-static bool step_tunnel(cr_conn_t *c)
-{
-    cr_worker_t *w = c->w;
-    cr_upconn_t *u = c->up;
-    if (!u) {
-        close_conn(c);
-        return true;
-    }
-    /* The 101 head (and any bytes after it) go first. */
-    uint32_t hlen = c->rs_out.end - c->rs_out.start;
-    if (hlen && c->io.writable) {
-        ssize_t n = cr_io__send2(&c->io, c->rs_out.data + c->rs_out.start, hlen, NULL, 0);
-        if (n < 0) {
-            close_conn(c);
-            return true;
-        }
-        c->rs_out.start += (uint32_t)n;
-    }
-    if (c->rs_out.start != c->rs_out.end)
-        return false;
-    cr_buf_acquire(w, &c->cin);
-    cr_buf_acquire(w, &c->uin);
-    int a = tunnel_dir(&c->io, &c->cin, &u->io, w);
-    int b = a < 0 ? -1 : tunnel_dir(&u->io, &c->uin, &c->io, w);
-    if (a < 0 || b < 0) {
-        close_conn(c);
-        return true;
-    }
-    if (a > 0 || b > 0)
-        c->last_active_ns = w->now_ns;
-    return false;
 }
 
 /* --- Driving --------------------------------------------------------------------- */
@@ -1536,7 +1027,7 @@ static void drive(cr_conn_t *c)
             progress = step_exchange(c);
             break;
         case CR_CS_TUNNEL:
-            progress = step_tunnel(c);
+            progress = cr_relay__step_tunnel(c);
             break;
         default:
             return;
@@ -1553,7 +1044,7 @@ void cr_proxy__on_accept(cr_conn_t *c)
     c->head_started_ns = w->now_ns; /* the first head is due within read_header_timeout */
     c->io.writable = true;
     c->io.readable = true;          /* try at once: the request often came with the SYN-ACK's ACK */
-    set_state(c, CR_CS_READ_HEAD);
+    cr_proxy__set_state(c, CR_CS_READ_HEAD);
     drive(c);
 }
 
@@ -1588,7 +1079,7 @@ void cr_proxy__on_timer(cr_conn_t *c)
             return;
         }
         /* Slowloris or idle: close without an answer. */
-        close_conn(c);
+        cr_proxy__close(c);
         return;
     }
     case CR_CS_READ_BODY:
@@ -1601,15 +1092,15 @@ void cr_proxy__on_timer(cr_conn_t *c)
             c->up->err = ETIMEDOUT;
             c->up->state = CR_US_CONNECT_FAILED;
         }
-        attempt_failed(c, F_TIMEOUT, ETIMEDOUT, NULL);
+        cr_proxy__attempt_failed(c, CR_FAIL_TIMEOUT, ETIMEDOUT, NULL);
         drive(c);
         return;
     case CR_CS_WRITE_RESPONSE:
         if (!c->ex.router_response) {
             snprintf(c->ex.reason, sizeof(c->ex.reason), "timeout");
-            account(c);
+            cr_proxy__account(c);
         }
-        close_conn(c);
+        cr_proxy__close(c);
         return;
     case CR_CS_TUNNEL: {
         int64_t dl = c->last_active_ns + cfg_of(c)->frontend_idle_timeout_ns;
@@ -1617,7 +1108,7 @@ void cr_proxy__on_timer(cr_conn_t *c)
             cr_timer_arm(w, &c->timer, dl);
             return;
         }
-        close_conn(c);
+        cr_proxy__close(c);
         return;
     }
     default:
@@ -1628,7 +1119,7 @@ void cr_proxy__on_timer(cr_conn_t *c)
 void cr_proxy__drain(cr_conn_t *c)
 {
     if (c->state == CR_CS_READ_HEAD && c->cin.end == c->cin.start) {
-        close_conn(c);
+        cr_proxy__close(c);
         return;
     }
     c->close_after = true;
