@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 
 #include "config/config.h"
+#include "config/persistence.h"
 
 typedef struct cr_tag {
     char *key;   /* owned */
@@ -69,6 +70,13 @@ typedef struct cr_endpoint {
     _Atomic int64_t failed_at_ns;    /* atomic: monotonic time of the last failure; 0 = none */
     _Atomic int32_t in_flight;       /* atomic: requests between pick and response head (least-connection, max_conns) */
     _Atomic uint32_t refcount;       /* atomic */
+
+    /* Session persistence (issue 5; router/persistence.c). */
+    const cr_persist_policy_t *persistence; /* effective policy (route override merged over the
+                                               global block), packed in the endpoint's allocation;
+                                               NULL = the global policy */
+    _Atomic uint64_t persist_hash;   /* atomic: cached rendezvous hash; 0 = not computed yet */
+    _Atomic uint64_t persist_id[2];  /* atomic: cached keyed identity under secret / previous_secret */
 } cr_endpoint_t;
 
 /* An immutable snapshot of one route's endpoints, in registration order. */
