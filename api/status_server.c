@@ -414,6 +414,7 @@ static char *build_varz(const cr_status_server_t *srv, size_t *len_out)
     json_object_set_new(o, "ms_since_last_registry_update", json_integer(since_update_ms));
 
     json_object_set_new(o, "nats_connected", json_boolean(f.nats_connected));
+    json_object_set_new(o, "nats_server", json_string(f.nats.server));
     json_object_set_new(o, "nats_messages_received", json_integer((json_int_t)f.nats.messages_received));
     json_object_set_new(o, "nats_messages_rejected", json_integer((json_int_t)f.nats.messages_rejected));
     json_object_set_new(o, "nats_registers", json_integer((json_int_t)f.nats.registers));

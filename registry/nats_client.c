@@ -192,10 +192,16 @@ static void on_closed(natsConnection *conn, void *closure)
     nc->closed = true;
     pthread_cond_broadcast(&nc->cond);
     pthread_mutex_unlock(&nc->mu);
-    if (expected)
+    if (expected) {
         CR_INFO(COMPONENT, "connection closed");
-    else
-        CR_ERROR(COMPONENT, "connection closed unexpectedly; routes are no longer updated");
+    } else {
+        /* nats.c gives up on its own only for errors it will not retry, such
+         * as a server certificate that does not verify: say which. */
+        const char *why = NULL;
+        natsConnection_GetLastError(conn, &why);
+        CR_ERROR(COMPONENT, "connection closed unexpectedly; routes are no longer updated error=\"%s\"",
+                 why && why[0] ? why : "-");
+    }
 }
 
 static void on_error(natsConnection *conn, natsSubscription *sub, natsStatus err, void *closure)
@@ -331,6 +337,33 @@ cr_nats_client_t *cr_nats_client_create(const cr_config_t *cfg, cr_registry_t *r
     return nc;
 }
 
+/* TLS to every server (gorouter's nats.tls_enabled): the server certificate
+ * chain is verified against nats.ca_certs (PEM text) and the system store,
+ * and nats.cert_chain + nats.private_key (PEM text) are presented to servers
+ * that verify clients. nats.c parses the PEM here, so a bad certificate or key
+ * fails at start, not at the first connect. */
+static natsStatus set_tls_options(natsOptions *opts, const cr_config_t *cfg)
+{
+    bool have_cert = cfg->nats_cert_chain[0] != '\0';
+    bool have_key = cfg->nats_private_key[0] != '\0';
+    if (have_cert != have_key) {
+        CR_ERROR(COMPONENT, "nats.cert_chain and nats.private_key must be set together");
+        return NATS_INVALID_ARG;
+    }
+    natsStatus s = natsOptions_SetSecure(opts, true);
+    if (s == NATS_OK && cfg->nats_ca_certs[0]) {
+        s = natsOptions_SetCATrustedCertificates(opts, cfg->nats_ca_certs);
+        if (s != NATS_OK)
+            CR_ERROR(COMPONENT, "nats.ca_certs: cannot load the certificates");
+    }
+    if (s == NATS_OK && have_cert) {
+        s = natsOptions_SetCertificatesChain(opts, cfg->nats_cert_chain, cfg->nats_private_key);
+        if (s != NATS_OK)
+            CR_ERROR(COMPONENT, "nats.cert_chain/nats.private_key: cannot load the client certificate");
+    }
+    return s;
+}
+
 static int build_options(cr_nats_client_t *nc)
 {
     const cr_config_t *cfg = nc->cfg;
@@ -343,8 +376,8 @@ static int build_options(cr_nats_client_t *nc)
         const char *h = cfg->nats_hosts[i].hostname;
         bool v6 = strchr(h, ':') != NULL && h[0] != '[';
         char buf[512];
-        snprintf(buf, sizeof buf, "nats://%s%s%s:%u", v6 ? "[" : "", h, v6 ? "]" : "",
-                 (unsigned)cfg->nats_hosts[i].port);
+        snprintf(buf, sizeof buf, "%s://%s%s%s:%u", cfg->nats_tls_enabled ? "tls" : "nats",
+                 v6 ? "[" : "", h, v6 ? "]" : "", (unsigned)cfg->nats_hosts[i].port);
         urls[i] = cr_xstrdup(buf);
     }
 
@@ -355,6 +388,8 @@ static int build_options(cr_nats_client_t *nc)
      * a URL we might log. */
     if (s == NATS_OK && cfg->nats_user && cfg->nats_user[0])
         s = natsOptions_SetUserInfo(nc->opts, cfg->nats_user, cfg->nats_pass ? cfg->nats_pass : "");
+    if (s == NATS_OK && cfg->nats_tls_enabled)
+        s = set_tls_options(nc->opts, cfg);
     if (s == NATS_OK)
         s = natsOptions_SetName(nc->opts, "crouter");
     if (s == NATS_OK)
@@ -386,7 +421,8 @@ static int build_options(cr_nats_client_t *nc)
         free((char *)urls[i]);
     free(urls);
     if (s != NATS_OK) {
-        CR_ERROR(COMPONENT, "bad NATS options error=\"%s\"", natsStatus_GetText(s));
+        CR_ERROR(COMPONENT, "bad NATS options error=\"%s\" detail=\"%s\"", natsStatus_GetText(s),
+                 nats_GetLastError(NULL));
         return -1;
     }
     return 0;
@@ -433,8 +469,14 @@ int cr_nats_client_start(cr_nats_client_t *nc)
     if (s == NATS_OK)
         s = subscribe(nc, SUB_GREET, "router.greet", on_greet);
     if (s != NATS_OK) {
+        /* The deferred first connect can already have failed for good (a TLS
+         * handshake error closes the connection at once); name that error,
+         * not the subscription's. */
+        const char *why = NULL;
+        if (natsConnection_IsClosed(nc->conn))
+            natsConnection_GetLastError(nc->conn, &why);
         CR_ERROR(COMPONENT, "subscribe failed error=\"%s\" detail=\"%s\"", natsStatus_GetText(s),
-                 nats_GetLastError(NULL));
+                 why && why[0] ? why : nats_GetLastError(NULL));
         return -1;
     }
     if (connected_now) {
@@ -525,6 +567,11 @@ void cr_nats_client_get_stats(const cr_nats_client_t *ncc, cr_nats_stats_t *out)
     out->greets_answered = atomic_load_explicit(&nc->greets_answered, memory_order_relaxed);
     out->starts_published = atomic_load_explicit(&nc->starts_published, memory_order_relaxed);
     out->reconnects = atomic_load_explicit(&nc->reconnects, memory_order_relaxed);
+    /* nats.c takes the connection's lock; URLs never carry the credentials
+     * (they are set with natsOptions_SetUserInfo). */
+    if (nc->conn && natsConnection_Status(nc->conn) == NATS_CONN_STATUS_CONNECTED &&
+        natsConnection_GetConnectedUrl(nc->conn, out->server, sizeof out->server) != NATS_OK)
+        out->server[0] = '\0';
     for (int i = 0; i < SUB__COUNT; i++) {
         int64_t dropped = 0;
         if (nc->subs[i] && natsSubscription_GetDropped(nc->subs[i], &dropped) == NATS_OK &&

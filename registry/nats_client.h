@@ -28,6 +28,7 @@ typedef struct cr_nats_stats {
     uint64_t starts_published;
     uint64_t reconnects;
     uint64_t dropped;             /* reported by the NATS client as dropped (slow consumer) */
+    char server[128];             /* URL of the server connected to; "" while disconnected */
 } cr_nats_stats_t;
 
 /* Creates the client; borrows cfg and reg for its whole life. Does not

@@ -120,6 +120,7 @@ typedef struct ts_nats {
     bool trace;            /* started with -V: every protocol line is logged */
     char url[64];          /* nats://127.0.0.1:<port> */
     char log_path[512];
+    const char *const *extra_args; /* borrowed, NULL-terminated; passed again on restart */
 } ts_nats_t;
 
 /* Starts nats-server -a 127.0.0.1 -p <free port> [-V], waits until it
@@ -128,6 +129,14 @@ int ts_nats_start(ts_nats_t *n, bool trace);
 
 /* The same on a given port (e.g. one a crouter already tries to reach). */
 int ts_nats_start_on_port(ts_nats_t *n, uint16_t port, bool trace);
+
+/* The same with extra nats-server arguments (TLS, cluster), kept in n for
+ * restarts: extra_args (NULL-terminated) must outlive n. */
+int ts_nats_start_with_args(ts_nats_t *n, uint16_t port, const char *const extra_args[]);
+
+/* Starts n again on its port with its arguments after it was stopped or
+ * killed (new log file). 0 or -1. */
+int ts_nats_start_again(ts_nats_t *n);
 
 /* SIGTERM and wait; the port is kept in n for a restart. */
 int ts_nats_stop(ts_nats_t *n);

@@ -41,10 +41,14 @@ static int nats_spawn(ts_nats_t *n)
     snprintf(port, sizeof port, "%u", n->port);
     ts_tmp_path(n->log_path, sizeof n->log_path, "nats-server", ".log");
     ts_register_log("nats-server log", n->log_path);
-    const char *bin = nats_server_bin();
-    const char *argv_plain[] = {bin, "-a", "127.0.0.1", "-p", port, NULL};
-    const char *argv_trace[] = {bin, "-a", "127.0.0.1", "-p", port, "-V", NULL};
-    n->pid = ts_spawn(n->trace ? argv_trace : argv_plain, n->log_path);
+    const char *argv[48] = {nats_server_bin(), "-a", "127.0.0.1", "-p", port};
+    size_t argc = 5;
+    if (n->trace)
+        argv[argc++] = "-V";
+    for (size_t i = 0; n->extra_args && n->extra_args[i] && argc + 1 < sizeof argv / sizeof argv[0]; i++)
+        argv[argc++] = n->extra_args[i];
+    argv[argc] = NULL;
+    n->pid = ts_spawn(argv, n->log_path);
     if (n->pid < 0)
         return -1;
     if (!ts_wait_port_open(n->port, 10000)) {
@@ -66,6 +70,22 @@ int ts_nats_start_on_port(ts_nats_t *n, uint16_t port, bool trace)
     n->trace = trace;
     n->port = port;
     snprintf(n->url, sizeof n->url, "nats://127.0.0.1:%u", n->port);
+    return nats_spawn(n);
+}
+
+int ts_nats_start_with_args(ts_nats_t *n, uint16_t port, const char *const extra_args[])
+{
+    memset(n, 0, sizeof *n);
+    n->port = port;
+    n->extra_args = extra_args;
+    snprintf(n->url, sizeof n->url, "nats://127.0.0.1:%u", n->port);
+    return nats_spawn(n);
+}
+
+int ts_nats_start_again(ts_nats_t *n)
+{
+    if (n->pid > 0)
+        return -1;
     return nats_spawn(n);
 }
 
