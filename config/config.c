@@ -714,6 +714,62 @@ static void set_nats_hosts(loader_t *ld, const key_def_t *k, const node_t *v)
     cfg->nats_hosts_len = len;
 }
 
+/* session_persistence: a map of config/persistence.h keys; every value is
+ * handed to cr_persist_policy_set() as text (trusted_proxies as a list). */
+static void set_persistence(loader_t *ld, const key_def_t *k, const node_t *v)
+{
+    char d[300], err[256];
+    if (v->kind != N_MAP) {
+        fail_at(ld, v->line, k->path, "expected a map, %s", describe(v, d, sizeof d));
+        return;
+    }
+    if (check_duplicates(ld, (node_t *)v, k->path) != 0)
+        return;
+    cr_persist_policy_t *p = &ld->cfg->session_persistence;
+    for (size_t i = 0; i + 1 < v->n && !ld->failed; i += 2) {
+        const node_t *key = v->kids[i], *val = v->kids[i + 1];
+        int pk = key->kind == N_SCALAR && !has_nul(key) ? cr_persist_key_find(key->value) : -1;
+        if (pk < 0) {
+            fail_at(ld, key->line, k->path, "unknown key \"%s\"",
+                    key->kind == N_SCALAR ? printable(key->value, key->len, d, sizeof d) : "?");
+            return;
+        }
+        if (is_null(val))
+            continue;
+        if (pk == CR_PK_TRUSTED_PROXIES) {
+            if (val->kind != N_SEQ) {
+                fail_at(ld, val->line, k->path, "trusted_proxies: expected a list of CIDRs, %s",
+                        describe(val, d, sizeof d));
+                return;
+            }
+            p->trusted_proxies_len = 0;
+            p->set |= 1u << CR_PK_TRUSTED_PROXIES;
+            for (size_t j = 0; j < val->n; j++) {
+                const node_t *item = val->kids[j];
+                if (item->kind != N_SCALAR || has_nul(item) ||
+                    cr_persist_policy_set(p, CR_PK_TRUSTED_PROXIES, item->value, false, err,
+                                          sizeof err) != 0) {
+                    fail_at(ld, item->line, NULL, "%s",
+                            item->kind == N_SCALAR ? err : "session_persistence.trusted_proxies: expected a CIDR");
+                    return;
+                }
+            }
+            continue;
+        }
+        if (val->kind != N_SCALAR || has_nul(val)) {
+            fail_at(ld, val->line, k->path, "%s: expected a scalar, %s", key->value,
+                    describe(val, d, sizeof d));
+            return;
+        }
+        if (cr_persist_policy_set(p, (cr_persist_key_t)pk, val->value, true, err, sizeof err) != 0) {
+            fail_at(ld, val->line, NULL, "%s", err);
+            return;
+        }
+    }
+    if (!ld->failed && cr_persist_policy_validate(p, err, sizeof err) != 0)
+        fail_at(ld, v->line, NULL, "%s", err);
+}
+
 /* ---- the key table ------------------------------------------------------ */
 
 #define OFF(field) offsetof(cr_config_t, field)
@@ -743,6 +799,8 @@ static const key_def_t key_table[] = {
     {"sticky_session_cookie_names", set_cookie_names, 0, 0, 0, false},
     BOOL("sticky_sessions_for_auth_negotiate", sticky_sessions_for_auth_negotiate),
     BOOL("secure_cookies", secure_cookies),
+    {"session_persistence", set_persistence, 0, 0, 0, false},
+    BOOL("allow_route_session_persistence", allow_route_session_persistence),
     {"nats.hosts", set_nats_hosts, 0, 0, 0, false},
     STR("nats.user", nats_user),
     STR("nats.pass", nats_pass),
@@ -913,6 +971,8 @@ static cr_config_t *raw_defaults(void)
     c->sticky_session_cookie_names = cr_xcalloc(1, sizeof(char *));
     c->sticky_session_cookie_names[0] = cr_xstrdup("JSESSIONID");
     c->sticky_session_cookie_names_len = 1;
+    cr_persist_policy_defaults(&c->session_persistence);
+    c->allow_route_session_persistence = true;
 
     c->nats_hosts = cr_xcalloc(1, sizeof *c->nats_hosts);
     c->nats_hosts[0].hostname = cr_xstrdup("localhost");

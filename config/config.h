@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config/persistence.h"
+
 typedef enum {
     CR_LB_ROUND_ROBIN = 0,
     CR_LB_LEAST_CONNECTION,
@@ -51,6 +53,10 @@ typedef struct cr_config {
     size_t sticky_session_cookie_names_len;
     bool sticky_sessions_for_auth_negotiate; /* false */
     bool secure_cookies;                 /* false */
+
+    /* session persistence beyond gorouter (issue 5) */
+    cr_persist_policy_t session_persistence; /* session_persistence: {mode: vcap, ...} */
+    bool allow_route_session_persistence;    /* allow_route_session_persistence: true */
 
     /* registry and NATS */
     cr_nats_host_t *nats_hosts;          /* owned; default [{localhost, 4222}] */

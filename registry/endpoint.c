@@ -142,7 +142,9 @@ cr_endpoint_t *cr_registry__endpoint_create(const cr_register_msg_t *msg, const 
 
     size_t head = sizeof(endpoint_box_t);
     head = (head + alignof(cr_tag_t) - 1) & ~(alignof(cr_tag_t) - 1);
-    size_t total = head + msg->tags_len * sizeof(cr_tag_t);
+    size_t policy_at = head + msg->tags_len * sizeof(cr_tag_t);
+    policy_at = (policy_at + alignof(cr_persist_policy_t) - 1) & ~(alignof(cr_persist_policy_t) - 1);
+    size_t total = policy_at + (msg->persistence ? sizeof(cr_persist_policy_t) : 0);
     total += str_size(addr) + str_size(msg->host) + str_size(msg->private_instance_id) +
              str_size(msg->private_instance_index) + str_size(msg->app) +
              str_size(msg->route_service_url) + str_size(msg->server_cert_domain_san) +
@@ -155,7 +157,12 @@ cr_endpoint_t *cr_registry__endpoint_create(const cr_register_msg_t *msg, const 
     endpoint_box_t *box = (endpoint_box_t *)block;
     memset(box, 0, sizeof *box);
     cr_endpoint_t *ep = &box->pub;
-    char *cur = block + head + msg->tags_len * sizeof(cr_tag_t);
+    char *cur = block + policy_at + (msg->persistence ? sizeof(cr_persist_policy_t) : 0);
+    if (msg->persistence) {
+        cr_persist_policy_t *pol = (cr_persist_policy_t *)(block + policy_at);
+        memcpy(pol, msg->persistence, sizeof *pol);
+        ep->persistence = pol;
+    }
 
     ep->addr = pack(&cur, addr);
     ep->host = pack(&cur, msg->host);
@@ -230,7 +237,10 @@ bool cr_registry__endpoint_matches(const cr_endpoint_t *ep, const cr_register_ms
            str_eq(ep->server_cert_domain_san, msg->server_cert_domain_san) &&
            str_eq(ep->isolation_segment, msg->isolation_segment) &&
            str_eq(ep->protocol, msg->protocol ? msg->protocol : "http1") &&
-           str_eq(ep->availability_zone, msg->availability_zone) && tags_eq(ep, msg);
+           str_eq(ep->availability_zone, msg->availability_zone) && tags_eq(ep, msg) &&
+           (ep->persistence && msg->persistence
+                ? cr_persist_policy_equal(ep->persistence, msg->persistence)
+                : ep->persistence == msg->persistence);
 }
 
 const char *cr_registry__endpoint_route_key(const cr_endpoint_t *ep)

@@ -156,6 +156,82 @@ static int take_uris(const json_t *v, cr_register_msg_t *m)
     return 0;
 }
 
+/* One JSON value as the text cr_persist_policy_set() takes: strings as
+ * they are, booleans and integers printed. NULL for other types. */
+static const char *persist_text(const json_t *v, char *buf, size_t cap)
+{
+    if (json_is_string(v))
+        return strlen(json_string_value(v)) == json_string_length(v) ? json_string_value(v) : NULL;
+    if (json_is_true(v))
+        return "true";
+    if (json_is_false(v))
+        return "false";
+    if (json_is_integer(v)) {
+        snprintf(buf, cap, "%lld", (long long)json_integer_value(v));
+        return buf;
+    }
+    return NULL;
+}
+
+/* options.session_persistence: the same keys as the config block, durations
+ * as strings. Returns 0 with m->persistence set, or CR_EBAD with the reason
+ * in m->persistence_error (the message itself stays valid). */
+static int take_persistence(const json_t *v, cr_register_msg_t *m)
+{
+    char *err = m->persistence_error;
+    size_t cap = sizeof m->persistence_error;
+    if (!json_is_object(v)) {
+        snprintf(err, cap, "session_persistence: expected an object");
+        return CR_EBAD;
+    }
+    cr_persist_policy_t *p = cr_xmalloc(sizeof *p);
+    cr_persist_policy_defaults(p);
+    const char *key;
+    json_t *val;
+    char num[32];
+    json_object_foreach((json_t *)v, key, val) {
+        int pk = cr_persist_key_find(key);
+        if (pk < 0) {
+            snprintf(err, cap, "session_persistence: unknown key \"%.48s\"", key);
+            goto fail;
+        }
+        if (json_is_null(val))
+            continue;
+        if (pk == CR_PK_TRUSTED_PROXIES) {
+            if (!json_is_array(val)) {
+                snprintf(err, cap, "session_persistence.trusted_proxies: expected a list");
+                goto fail;
+            }
+            p->trusted_proxies_len = 0;
+            p->set |= 1u << CR_PK_TRUSTED_PROXIES;
+            size_t i;
+            json_t *item;
+            json_array_foreach(val, i, item) {
+                const char *t = json_is_string(item) ? json_string_value(item) : NULL;
+                if (!t) {
+                    snprintf(err, cap, "session_persistence.trusted_proxies: expected strings");
+                    goto fail;
+                }
+                if (cr_persist_policy_set(p, CR_PK_TRUSTED_PROXIES, t, false, err, cap) != 0)
+                    goto fail;
+            }
+            continue;
+        }
+        const char *t = persist_text(val, num, sizeof num);
+        if (!t) {
+            snprintf(err, cap, "session_persistence.%s: wrong type", cr_persist_key_name(pk));
+            goto fail;
+        }
+        if (cr_persist_policy_set(p, (cr_persist_key_t)pk, t, true, err, cap) != 0)
+            goto fail;
+    }
+    m->persistence = p;
+    return 0;
+fail:
+    free(p);
+    return CR_EBAD;
+}
+
 static int take_options(const json_t *v, cr_register_msg_t *m)
 {
     if (!json_is_object(v))
@@ -166,6 +242,9 @@ static int take_options(const json_t *v, cr_register_msg_t *m)
     json_object_foreach((json_t *)v, key, val) {
         if (strcasecmp(key, "loadbalancing") == 0 && !json_is_null(val))
             lb = val;
+        else if (strcasecmp(key, "session_persistence") == 0 && !json_is_null(val) &&
+                 !m->persistence && !m->persistence_error[0])
+            take_persistence(val, m);
     }
     if (!lb)
         return 0;
@@ -309,6 +388,7 @@ void cr_register_msg_deinit(cr_register_msg_t *msg)
     free(msg->isolation_segment);
     free(msg->protocol);
     free(msg->availability_zone);
+    free(msg->persistence);
     for (size_t i = 0; i < msg->tags_len; i++) {
         free(msg->tags[i].key);
         free(msg->tags[i].value);

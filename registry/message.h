@@ -40,6 +40,12 @@ typedef struct cr_register_msg {
     int64_t stale_threshold_in_seconds; /* 0 when absent */
     int64_t endpoint_updated_at_ns;
     int8_t lb_algo;               /* -1 = none or invalid (an invalid name is ignored, as gorouter does) */
+    /* options.session_persistence (issue 5): the keys the route sets, owned,
+     * NULL when absent or invalid. An invalid object does not fail the
+     * message: persistence_error says why and the endpoint gets the default
+     * policy. The registry replaces it by the effective policy before use. */
+    cr_persist_policy_t *persistence;
+    char persistence_error[160];  /* "" = none */
 } cr_register_msg_t;
 
 /* Decodes data[0..len). On success returns 0 and fills out (caller then owns

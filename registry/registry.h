@@ -30,6 +30,8 @@ typedef struct cr_registry_options {
     cr_lb_algo_t default_lb_algo;        /* initial algorithm of new routes */
     bool empty_pool_response_code_503;   /* keep emptied routes (answer 503) ... */
     int64_t empty_pool_timeout_ns;       /* ... for this long; 0 = remove them at once (gorouter) */
+    const cr_persist_policy_t *persistence; /* borrowed: the global session_persistence block; NULL = defaults */
+    bool allow_route_persistence;        /* honour options.session_persistence in messages */
 } cr_registry_options_t;
 
 typedef struct cr_registry_stats {
@@ -39,6 +41,8 @@ typedef struct cr_registry_stats {
     uint64_t unregisters;         /* unregister operations that removed an endpoint */
     uint64_t pruned;              /* endpoints removed by pruning, ever */
     int64_t last_update_mono_ns;  /* last change of any kind; 0 = never */
+    uint64_t persistence_rejected; /* messages whose session_persistence was invalid (default policy used) */
+    uint64_t persistence_refused;  /* ... that carried one while allow_route_session_persistence is false */
 } cr_registry_stats_t;
 
 /* Fills options from a config. */

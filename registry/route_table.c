@@ -78,6 +78,8 @@ struct cr_registry {
     _Atomic uint64_t n_endpoints;
     _Atomic uint64_t n_registers;
     _Atomic uint64_t n_unregisters;
+    _Atomic uint64_t n_persist_rejected;
+    _Atomic uint64_t n_persist_refused;
     _Atomic uint64_t n_pruned;
     _Atomic int64_t last_update_ns;
 };
@@ -495,6 +497,8 @@ void cr_registry_options_from_config(const cr_config_t *cfg, cr_registry_options
     out->default_lb_algo = cfg->balancing_algorithm;
     out->empty_pool_response_code_503 = cfg->empty_pool_response_code_503;
     out->empty_pool_timeout_ns = cfg->empty_pool_timeout_ns;
+    out->persistence = &cfg->session_persistence;
+    out->allow_route_persistence = cfg->allow_route_session_persistence;
 }
 
 cr_registry_t *cr_registry_create(const cr_registry_options_t *opts)
@@ -629,6 +633,8 @@ void cr_registry_get_stats(const cr_registry_t *reg, cr_registry_stats_t *out)
     out->endpoints = atomic_load_explicit(&reg->n_endpoints, memory_order_relaxed);
     out->registers = atomic_load_explicit(&reg->n_registers, memory_order_relaxed);
     out->unregisters = atomic_load_explicit(&reg->n_unregisters, memory_order_relaxed);
+    out->persistence_rejected = atomic_load_explicit(&reg->n_persist_rejected, memory_order_relaxed);
+    out->persistence_refused = atomic_load_explicit(&reg->n_persist_refused, memory_order_relaxed);
     out->pruned = atomic_load_explicit(&reg->n_pruned, memory_order_relaxed);
     out->last_update_mono_ns = atomic_load_explicit(&reg->last_update_ns, memory_order_relaxed);
 }
@@ -671,8 +677,48 @@ static void maybe_grow(cr_registry_t *reg)
     cds_lfht_resize(reg->hosts, (unsigned long)want);
 }
 
+/* Replaces a message's session_persistence override by the effective policy
+ * (override merged over the global block) in *copy, or drops it: refused by
+ * allow_route_session_persistence, or invalid (counted, logged; the endpoint
+ * gets the global policy). Returns the message to register. */
+static const cr_register_msg_t *effective_persistence(cr_registry_t *reg, const cr_register_msg_t *msg,
+                                                      cr_register_msg_t *copy,
+                                                      cr_persist_policy_t *merged)
+{
+    if (!msg->persistence && !msg->persistence_error[0])
+        return msg;
+    *copy = *msg;
+    copy->persistence = NULL;
+    const char *uri = msg->uris_len ? msg->uris[0] : "";
+    char err[160] = "";
+    if (!reg->opts.allow_route_persistence) {
+        atomic_fetch_add_explicit(&reg->n_persist_refused, 1, memory_order_relaxed);
+        CR_DEBUG(COMPONENT, "session_persistence refused (allow_route_session_persistence: false) uri=%s", uri);
+        return copy;
+    }
+    if (msg->persistence) {
+        cr_persist_policy_t global;
+        if (reg->opts.persistence)
+            global = *reg->opts.persistence;
+        else
+            cr_persist_policy_defaults(&global);
+        cr_persist_policy_merge(merged, &global, msg->persistence);
+        if (cr_persist_policy_validate(merged, err, sizeof err) == 0) {
+            copy->persistence = merged;
+            return copy;
+        }
+    }
+    atomic_fetch_add_explicit(&reg->n_persist_rejected, 1, memory_order_relaxed);
+    CR_WARN(COMPONENT, "invalid session_persistence in register message, using the default policy uri=%s error=\"%s\"",
+            uri, err[0] ? err : msg->persistence_error);
+    return copy;
+}
+
 int cr_registry_register(cr_registry_t *reg, const cr_register_msg_t *msg, int64_t now_ns)
 {
+    cr_register_msg_t copy;
+    cr_persist_policy_t merged;
+    msg = effective_persistence(reg, msg, &copy, &merged);
     char addr[CR_REGISTRY_ADDR_MAX];
     size_t addr_len = cr_registry__format_addr(msg, addr, sizeof addr);
     int64_t ttl_s = cr_registry__ttl_s(msg, reg->opts.droplet_stale_threshold_ns);

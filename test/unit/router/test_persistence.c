@@ -10,7 +10,9 @@
 #include <cmocka.h>
 
 #include "common/defs.h"
+#include "config/config.h"
 #include "config/persistence.h"
+#include "registry/message.h"
 #include "router/persistence.h"
 
 static void policy_with(cr_persist_policy_t *p, const char *secret, const char *previous)
@@ -467,6 +469,77 @@ static void test_value_hash_is_keyed_and_per_route(void **state)
     assert_true(x != cr_persist_value_hash(&kb, 1, "abc", 3));
 }
 
+
+/* --- config block and register message ------------------------------------------ */
+
+static void test_config_block_and_allow_route_flag_load(void **state)
+{
+    (void)state;
+    const char *yaml = "session_persistence:\n"
+                       "  mode: insert\n"
+                       "  cookie: SRV\n"
+                       "  max_idle: 30m\n"
+                       "  secure: true\n"
+                       "  trusted_proxies: [10.0.0.0/8, \"::1\"]\n"
+                       "allow_route_session_persistence: false\n";
+    char err[256] = "";
+    cr_config_t *cfg = cr_config_load_string(yaml, strlen(yaml), "t.yml", err, sizeof err);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->session_persistence.mode, CR_PERSIST_INSERT);
+    assert_string_equal(cfg->session_persistence.cookie, "SRV");
+    assert_int_equal(cfg->session_persistence.max_idle_ns, 1800LL * CR_NS_PER_SEC);
+    assert_true(cfg->session_persistence.secure);
+    assert_int_equal(cfg->session_persistence.trusted_proxies_len, 2);
+    assert_false(cfg->allow_route_session_persistence);
+    cr_config_destroy(cfg);
+
+    cfg = cr_config_defaults();
+    assert_true(cfg->allow_route_session_persistence);
+    assert_int_equal(cfg->session_persistence.mode, CR_PERSIST_VCAP);
+    cr_config_destroy(cfg);
+
+    const char *bad = "session_persistence:\n  mode: header\n";
+    assert_null(cr_config_load_string(bad, strlen(bad), "t.yml", err, sizeof err));
+    assert_non_null(strstr(err, "header"));
+    const char *unknown = "session_persistence:\n  modus: insert\n";
+    assert_null(cr_config_load_string(unknown, strlen(unknown), "t.yml", err, sizeof err));
+    assert_non_null(strstr(err, "modus"));
+}
+
+static void test_register_message_override_parsed_and_invalid_one_kept_apart(void **state)
+{
+    (void)state;
+    const char *ok = "{\"host\":\"127.0.0.1\",\"port\":8080,\"uris\":[\"a.example\"],"
+                     "\"options\":{\"session_persistence\":{\"mode\":\"insert\",\"cookie\":\"SRV\","
+                     "\"max_idle\":\"30m\",\"secure\":true,\"table_size\":10,"
+                     "\"trusted_proxies\":[\"10.0.0.0/8\"]}}}";
+    cr_register_msg_t m;
+    char err[128];
+    assert_int_equal(cr_register_msg_decode(ok, strlen(ok), &m, err, sizeof err), 0);
+    assert_non_null(m.persistence);
+    assert_int_equal(m.persistence->mode, CR_PERSIST_INSERT);
+    assert_true(m.persistence->secure);
+    assert_int_equal(m.persistence->table_size, 10);
+    assert_int_equal(m.persistence->max_idle_ns, 1800LL * CR_NS_PER_SEC);
+    assert_true(m.persistence->set & (1u << CR_PK_COOKIE));
+    assert_false(m.persistence->set & (1u << CR_PK_SECRET));
+    cr_register_msg_deinit(&m);
+
+    const char *bad = "{\"host\":\"127.0.0.1\",\"port\":8080,\"uris\":[\"a.example\"],"
+                      "\"options\":{\"session_persistence\":{\"mode\":\"sticky\"}}}";
+    assert_int_equal(cr_register_msg_decode(bad, strlen(bad), &m, err, sizeof err), 0);
+    assert_null(m.persistence);
+    assert_non_null(strstr(m.persistence_error, "mode"));
+    cr_register_msg_deinit(&m);
+
+    const char *dur_number = "{\"host\":\"h\",\"port\":1,\"uris\":[\"a\"],"
+                             "\"options\":{\"session_persistence\":{\"max_idle\":30}}}";
+    assert_int_equal(cr_register_msg_decode(dur_number, strlen(dur_number), &m, err, sizeof err), 0);
+    assert_null(m.persistence);
+    assert_true(m.persistence_error[0] != '\0');
+    cr_register_msg_deinit(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -487,6 +560,8 @@ int main(void)
         cmocka_unit_test(test_learn_table_expires_idle_entries_and_refreshes_on_use),
         cmocka_unit_test(test_learned_wire_format_round_trips_and_rejects_junk),
         cmocka_unit_test(test_value_hash_is_keyed_and_per_route),
+        cmocka_unit_test(test_config_block_and_allow_route_flag_load),
+        cmocka_unit_test(test_register_message_override_parsed_and_invalid_one_kept_apart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
