@@ -249,7 +249,59 @@ static void put_optional(buf_t *b, const char *name, const char *value)
     buf_json_str(b, value);
 }
 
-static void format_endpoint(buf_t *b, const cr_endpoint_t *ep)
+/* ,"session_persistence":{...}: the effective policy's mode, cookie and the
+ * options that differ from the defaults; secrets are never shown. Nothing
+ * for mode vcap (gorouter's behaviour). */
+static void format_persistence(buf_t *b, const cr_persist_policy_t *p)
+{
+    if (!p || p->mode == CR_PERSIST_VCAP)
+        return;
+    buf_puts(b, ",\"session_persistence\":{\"mode\":");
+    buf_json_str(b, cr_persist_mode_name((cr_persist_mode_t)p->mode));
+    for (int k = CR_PK_MODE + 1; k < CR_PK_COUNT; k++) {
+        if (k == CR_PK_SECRET || k == CR_PK_PREVIOUS_SECRET)
+            continue;
+        if (k != CR_PK_COOKIE && !cr_persist_policy_differs(p, (cr_persist_key_t)k))
+            continue;
+        buf_printf(b, ",\"%s\":", cr_persist_key_name((cr_persist_key_t)k));
+        switch (k) {
+        case CR_PK_COOKIE: buf_json_str(b, cr_persist_policy_cookie(p)); break;
+        case CR_PK_DOMAIN: buf_json_str(b, p->domain); break;
+        case CR_PK_PATH: buf_json_str(b, p->path); break;
+        case CR_PK_HEADER: buf_json_str(b, p->header); break;
+        case CR_PK_SAME_SITE:
+            buf_json_str(b, cr_persist_samesite_name((cr_persist_samesite_t)p->same_site));
+            break;
+        case CR_PK_FALLBACK_TO: buf_json_str(b, p->fallback_to_source_ip ? "source_ip" : ""); break;
+        case CR_PK_MAX_AGE: buf_printf(b, "\"%" PRId64 "s\"", (int64_t)(p->max_age_ns / CR_NS_PER_SEC)); break;
+        case CR_PK_MAX_IDLE: buf_printf(b, "\"%" PRId64 "s\"", (int64_t)(p->max_idle_ns / CR_NS_PER_SEC)); break;
+        case CR_PK_MAX_LIFE: buf_printf(b, "\"%" PRId64 "s\"", (int64_t)(p->max_life_ns / CR_NS_PER_SEC)); break;
+        case CR_PK_TABLE_SIZE: buf_printf(b, "%" PRIu32, p->table_size); break;
+        case CR_PK_IP_PREFIX: buf_printf(b, "%u", (unsigned)p->ip_prefix); break;
+        case CR_PK_TRUSTED_PROXIES:
+            buf_put(b, "[", 1);
+            for (uint32_t i = 0; i < p->trusted_proxies_len; i++) {
+                char cidr[64];
+                cr_cidr_format(&p->trusted_proxies[i], cidr, sizeof cidr);
+                if (i)
+                    buf_put(b, ",", 1);
+                buf_json_str(b, cidr);
+            }
+            buf_put(b, "]", 1);
+            break;
+        default: {
+            bool v = k == CR_PK_HTTP_ONLY ? p->http_only : k == CR_PK_SECURE ? p->secure
+                   : k == CR_PK_INDIRECT ? p->indirect : k == CR_PK_NOCACHE ? p->nocache
+                   : k == CR_PK_FALLBACK ? p->fallback : p->learn_from_requests;
+            buf_puts(b, v ? "true" : "false");
+            break;
+        }
+        }
+    }
+    buf_put(b, "}", 1);
+}
+
+static void format_endpoint(buf_t *b, const cr_endpoint_t *ep, const cr_persist_policy_t *global)
 {
     buf_puts(b, "{\"address\":");
     buf_json_str(b, ep->addr);
@@ -287,6 +339,7 @@ static void format_endpoint(buf_t *b, const cr_endpoint_t *ep)
     put_optional(b, "server_cert_domain_san", ep->server_cert_domain_san);
     if (ep->lb_algo >= 0)
         put_optional(b, "load_balancing_algorithm", cr_lb_algo_name((cr_lb_algo_t)ep->lb_algo));
+    format_persistence(b, ep->persistence ? ep->persistence : global);
     buf_put(b, "}", 1);
 }
 
@@ -309,7 +362,7 @@ static void build_routes(const cr_status_server_t *srv, buf_t *b)
         for (uint32_t j = 0; j < pool->len; j++) {
             if (j)
                 buf_put(b, ",", 1);
-            format_endpoint(b, pool->endpoints[j]);
+            format_endpoint(b, pool->endpoints[j], srv->src.cfg ? &srv->src.cfg->session_persistence : NULL);
         }
         buf_put(b, "]", 1);
     }
