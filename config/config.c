@@ -768,6 +768,9 @@ static void set_persistence(loader_t *ld, const key_def_t *k, const node_t *v)
     }
     if (!ld->failed && cr_persist_policy_validate(p, err, sizeof err) != 0)
         fail_at(ld, v->line, NULL, "%s", err);
+    if (!ld->failed && p->mode != CR_PERSIST_VCAP && !p->secret[0])
+        add_warning(ld, "session_persistence.secret is empty (line %zu): a random per-process key "
+                        "is used, so crouter's cookies work on this router only", v->line);
 }
 
 /* ---- the key table ------------------------------------------------------ */
