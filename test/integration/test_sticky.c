@@ -96,8 +96,8 @@ static int backend_index(const char *backend)
 
 static const char *id_of(const char *backend)
 {
-    static char buf[32];
-    snprintf(buf, sizeof buf, "inst-%s", backend);
+    static char buf[48];
+    snprintf(buf, sizeof buf, "inst-%.32s", backend);
     return buf;
 }
 
@@ -138,16 +138,21 @@ static void urlenc(char *out, size_t cap, const char *in)
  * (NULL-terminated) and extra header lines. */
 static void cookie_path(char *out, size_t cap, const char *base, const char *const cookies[], const char *header)
 {
-    size_t o = (size_t)snprintf(out, cap, "%s?x=1", base);
+    size_t o = 0;
     char enc[1024];
-    for (size_t i = 0; cookies && cookies[i]; i++) {
+    int n = snprintf(out, cap, "%s?x=1", base);
+    for (size_t i = 0; n >= 0 && (size_t)n < cap - o && cookies && cookies[i]; i++) {
+        o += (size_t)n;
         urlenc(enc, sizeof enc, cookies[i]);
-        o += (size_t)snprintf(out + o, cap - o, "&set=%s", enc);
+        n = snprintf(out + o, cap - o, "&set=%s", enc);
     }
-    if (header) {
+    if (n >= 0 && (size_t)n < cap - o && header) {
+        o += (size_t)n;
         urlenc(enc, sizeof enc, header);
-        o += (size_t)snprintf(out + o, cap - o, "&h=%s", enc);
+        n = snprintf(out + o, cap - o, "&h=%s", enc);
     }
+    if (n < 0 || (size_t)n >= cap - o)
+        fail_msg("cookie_path: %zu bytes are too few for the request path", cap);
 }
 
 typedef struct {
