@@ -1,4 +1,8 @@
-/* common/log.c - formats log lines and writes each with one write(2). */
+/* common/log.c - formats log lines and writes each with one write(2).
+ *
+ * Control bytes in a message are escaped: one event is always one line,
+ * whatever a route name or instance id from NATS contains.
+ */
 #include "log.h"
 
 #include "clock.h"
@@ -39,9 +43,42 @@ const char *cr_log_level_name(cr_log_level_t level)
     return (level >= CR_LOG_DEBUG && level <= CR_LOG_FATAL) ? level_names[level] : "?";
 }
 
+/* Copies src[0..n) to out, escaping control bytes (\n, \r, \t, \xHH) so
+ * that a value from the network or a NATS message (a route with "\r\n" in
+ * it) can never end the line early and forge another. Stops before an
+ * escape that would not fit. Returns the bytes written. */
+static size_t put_escaped(char *out, size_t cap, const char *src, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)src[i];
+        if (c >= 0x20 && c != 0x7f) {
+            if (o + 1 > cap)
+                break;
+            out[o++] = (char)c;
+            continue;
+        }
+        char esc = c == '\n' ? 'n' : c == '\r' ? 'r' : c == '\t' ? 't' : 0;
+        size_t need = esc ? 2 : 4;
+        if (o + need > cap)
+            break;
+        out[o++] = '\\';
+        if (esc) {
+            out[o++] = esc;
+        } else {
+            out[o++] = 'x';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    return o;
+}
+
 void cr_log(cr_log_level_t level, const char *component, const char *fmt, ...)
 {
     char line[2048];
+    char msg[2048];
     int64_t now = cr_now_real_ns();
     time_t secs = (time_t)(now / 1000000000LL);
     struct tm tm;
@@ -52,11 +89,10 @@ void cr_log(cr_log_level_t level, const char *component, const char *fmt, ...)
                      component);
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    int m = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-    if (len > sizeof line - 2)
-        len = sizeof line - 2;
+    size_t msg_len = m < 0 ? 0 : (size_t)m < sizeof msg ? (size_t)m : sizeof msg - 1;
+    size_t len = (size_t)n + put_escaped(line + n, sizeof line - (size_t)n - 1, msg, msg_len);
     line[len++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;

@@ -4,8 +4,10 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/defs.h"
 #include "common/log.h"
@@ -61,6 +63,47 @@ static void test_xmemdup0_terminates_and_copies_embedded_bytes(void **state)
     free(q);
 }
 
+/* Runs cr_log with stderr pointed at a temp file; returns what it wrote. */
+static char *capture_log_line(const char *route)
+{
+    FILE *tmp = tmpfile();
+    assert_non_null(tmp);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    assert_true(saved >= 0);
+    assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
+    cr_log(CR_LOG_INFO, "registry", "route-registered route=%s", route);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    static char out[4096];
+    rewind(tmp);
+    size_t n = fread(out, 1, sizeof out - 1, tmp);
+    out[n] = '\0';
+    fclose(tmp);
+    return out;
+}
+
+/* Issue 7: a route (or instance id) from NATS JSON may carry CR/LF; logged
+ * raw it would end the line and forge a second event. */
+static void test_issue7_control_bytes_in_a_message_are_escaped_one_line_per_event(void **state)
+{
+    (void)state;
+    const char *out = capture_log_line("evil.example.com\r\n2026-01-01T00:00:00.000000Z error main: forged\x01\x7f\t");
+    assert_non_null(strstr(out, " info  registry: route-registered route=evil.example.com\\r\\n2026-01-01T00:00:00"
+                                ".000000Z error main: forged\\x01\\x7f\\t\n"));
+    assert_non_null(strchr(out, '\n'));
+    assert_int_equal(strchr(out, '\n') - out + 1, (long)strlen(out)); /* exactly one line */
+    assert_null(strchr(out, '\r'));
+
+    /* A message longer than the line is cut, still as one line. */
+    char big[5000];
+    memset(big, '\n', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    out = capture_log_line(big);
+    assert_int_equal(strchr(out, '\n') - out + 1, (long)strlen(out));
+    assert_true(strlen(out) <= 2048);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -68,6 +111,7 @@ int main(void)
         cmocka_unit_test(test_level_threshold_filters_lower_levels),
         cmocka_unit_test(test_ratelimit_allows_one_line_per_interval_and_counts_the_rest),
         cmocka_unit_test(test_xmemdup0_terminates_and_copies_embedded_bytes),
+        cmocka_unit_test(test_issue7_control_bytes_in_a_message_are_escaped_one_line_per_event),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
