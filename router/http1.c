@@ -308,10 +308,19 @@ static int on_header(head_info_t *hi, const cr_http_header_t *h)
     case 14:
         if (cr_http_token_eq(h->name, 14, "content-length"))
             return on_content_length(hi, h->value, h->value_len);
+        if (cr_http_token_eq(h->name, 14, "content_length"))
+            return CR_EBAD; /* see underscore note below */
         break;
     case 17:
         if (cr_http_token_eq(h->name, 17, "transfer-encoding"))
             return on_transfer_encoding(hi, h->value, h->value_len);
+        /* Underscore look-alikes of the framing headers are legal tokens,
+         * but servers behind CGI-style header mapping (HTTP_TRANSFER_ENCODING)
+         * read them as the real thing and would frame the message
+         * differently from us (issue 7). No client has a reason to send
+         * them, so they are rejected like a conflicting framing header. */
+        if (cr_http_token_eq(h->name, 17, "transfer_encoding"))
+            return CR_EBAD;
         break;
     default:
         break;

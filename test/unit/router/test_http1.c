@@ -714,7 +714,8 @@ enum { P_BAD, P_NONE, P_CHUNKED, P_LEN5, P_HOST_A };
     X(te_leading_comma, RL_POST "Transfer-Encoding: , chunked\r\n\r\n", P_BAD)                  \
     X(te_obs_fold_value, RL_POST "Transfer-Encoding:\r\n chunked\r\n\r\n", P_BAD)               \
     X(te_leading_space_line, RL_POST " Transfer-Encoding: chunked\r\n\r\n", P_BAD)              \
-    X(te_underscore_is_plain_header, RL_POST "Transfer_Encoding: chunked\r\n\r\n", P_NONE)      \
+    X(te_underscore_lookalike, RL_POST "Transfer_Encoding: chunked\r\n\r\n", P_BAD)            \
+    X(cl_underscore_lookalike, RL_POST "CONTENT_LENGTH: 5\r\n\r\n", P_BAD)                      \
     X(te_http10, "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", P_BAD)                \
     X(te_bare_cr_value, RL_POST "Transfer-Encoding: chunked\rX: y\r\n\r\n", P_BAD)              \
     X(cl_differing_duplicates, RL_POST "Content-Length: 5\r\nContent-Length: 6\r\n\r\n", P_BAD) \
