@@ -15,13 +15,15 @@
  * (Go keeps them outside its header map for the same reason). A TE that
  * lists "trailers" is sent on as "TE: trailers", as Go does.
  *
- * Request additions, in this order after the kept headers: Host (only when
- * the client sent none but used an absolute-form target), X-Forwarded-For
+ * Request additions, in this order after the kept headers: Host (when the
+ * target was absolute-form: its authority replaces any Host header the
+ * client sent, as RFC 9112 3.2.2 requires of a proxy), X-Forwarded-For
  * (every client X-Forwarded-For value joined with ", ", then the client
  * address; one line), X-Forwarded-Proto and X-Request-Start when absent,
  * X-Vcap-Request-Id, X-CF-ApplicationID, X-CF-InstanceIndex,
  * X-CF-InstanceID, then Connection. The request line is sent as received
- * but always as HTTP/1.1. Endpoint fields come from NATS messages and are
+ * (an absolute-form target reduced to its origin-form path and query) but
+ * always as HTTP/1.1. Endpoint fields come from NATS messages and are
  * copied without control bytes, so a registration cannot inject lines.
  *
  * Pure functions; any thread.
@@ -374,9 +376,16 @@ int cr_rewrite_request_head(const cr_request_rewrite_t *rw, char *buf, size_t ca
     listed_t listed;
     listed_init(&listed, hs, n);
 
+    /* An absolute-form target goes on in origin-form, with its authority
+     * as the only Host (RFC 9112 3.2.2, and what Go sends): the backend
+     * must see the host crouter routed by, not the client's Host header. */
+    const bool absolute = req->authority != NULL;
     put(&o, req->method, req->method_len);
     PUT_LIT(&o, " ");
-    put(&o, req->target, req->target_len);
+    if (absolute)
+        put(&o, req->path, req->path_len);
+    else
+        put(&o, req->target, req->target_len);
     PUT_LIT(&o, " HTTP/1.1\r\n");
 
     bool has_xfp = false, has_start = false, te_trailers = false;
@@ -388,8 +397,11 @@ int cr_rewrite_request_head(const cr_request_rewrite_t *rw, char *buf, size_t ca
         if (!framing_class(c) && listed_has(&listed, h))
             continue;
         switch (c) {
-        case H_OTHER:
         case H_HOST:
+            if (!absolute)
+                put_header(&o, h);
+            break;
+        case H_OTHER:
         case H_CONTENT_LENGTH:
         case H_TRANSFER_ENCODING:
             put_header(&o, h);
@@ -433,7 +445,7 @@ int cr_rewrite_request_head(const cr_request_rewrite_t *rw, char *buf, size_t ca
         }
     }
 
-    if (!req->has_host_header && req->host && req->host_len) {
+    if ((absolute || !req->has_host_header) && req->host && req->host_len) {
         PUT_LIT(&o, "Host: ");
         put(&o, req->host, req->host_len);
         PUT_LIT(&o, "\r\n");

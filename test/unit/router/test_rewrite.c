@@ -400,11 +400,37 @@ static void test_http10_request_goes_upstream_as_http11_with_authority_as_host(v
     req.authority_len = 15;
     req.host = req.authority;
     req.host_len = 15;
+    req.path = "/x";
+    req.path_len = 2;
     cr_endpoint_t ep = endpoint("a", "0", "i");
     cr_request_rewrite_t rw = rewrite_of(&req, &ep);
     const char *h = rewrite_req(&rw);
-    assert_memory_equal(h, "GET http://app.example.com/x HTTP/1.1\r\n", 39);
+    assert_memory_equal(h, "GET /x HTTP/1.1\r\n", 17);
     assert_true(has_line(h, "Host: app.example.com"));
+}
+
+/* Issue 7: the backend must see the host crouter routed by. */
+static void test_issue7_absolute_form_replaces_the_clients_host_header(void **state)
+{
+    (void)state;
+    static const char *const kv[] = {"Host", "other.example.com", "Accept", "*/*", NULL};
+    cr_http_header_t hs[4];
+    cr_http_request_t req;
+    make_request(&req, hs, "GET", "http://app.example.com:8080/x?q=1", kv);
+    req.authority = "app.example.com:8080";
+    req.authority_len = 20;
+    req.host = req.authority;
+    req.host_len = 20;
+    req.path = "/x?q=1";
+    req.path_len = 6;
+    cr_endpoint_t ep = endpoint("a", "0", "i");
+    cr_request_rewrite_t rw = rewrite_of(&req, &ep);
+    const char *h = rewrite_req(&rw);
+    assert_memory_equal(h, "GET /x?q=1 HTTP/1.1\r\n", 21);
+    assert_int_equal(count_name(h, "Host"), 1);
+    assert_true(has_line(h, "Host: app.example.com:8080"));
+    assert_false(has_line(h, "Host: other.example.com"));
+    assert_true(has_line(h, "Accept: */*"));
 }
 
 static void test_registry_values_with_crlf_cannot_inject_lines(void **state)
@@ -628,6 +654,7 @@ int main(void)
         cmocka_unit_test(test_forwarded_proto_is_https_over_tls),
         cmocka_unit_test(test_connection_close_when_upstream_keep_alive_is_off),
         cmocka_unit_test(test_http10_request_goes_upstream_as_http11_with_authority_as_host),
+        cmocka_unit_test(test_issue7_absolute_form_replaces_the_clients_host_header),
         cmocka_unit_test(test_registry_values_with_crlf_cannot_inject_lines),
         cmocka_unit_test(test_request_head_over_cap_is_etoobig_at_every_size),
         cmocka_unit_test(test_typical_response_is_rewritten_exactly),
