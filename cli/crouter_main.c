@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -150,6 +151,26 @@ static void serve_until_stopped(const cr_config_t *cfg, const sigset_t *set, cr_
     CR_INFO(COMPONENT, "drained: no open connections");
 }
 
+/* Raises the soft RLIMIT_NOFILE to the hard limit: every client and backend
+ * connection is a descriptor, and the usual soft limit of 1024 would cap a
+ * router at a few hundred concurrent requests. Logs the change; a failure is
+ * only a warning (the router still works, with fewer connections). */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        CR_WARN(COMPONENT, "cannot raise the open-file limit soft=%llu hard=%llu: %s",
+                (unsigned long long)was, (unsigned long long)rl.rlim_max, strerror(errno));
+        return;
+    }
+    CR_INFO(COMPONENT, "open-file limit raised from=%llu to=%llu", (unsigned long long)was,
+            (unsigned long long)rl.rlim_cur);
+}
+
 static int run(const cr_config_t *cfg)
 {
     int exit_code = 1;
@@ -164,6 +185,7 @@ static int run(const cr_config_t *cfg)
         cr_log_set_level(level);
     for (size_t i = 0; i < cfg->warnings_len; i++)
         CR_WARN(COMPONENT, "config: %s", cfg->warnings[i]);
+    raise_fd_limit();
 
     /* Every thread created from here on inherits this mask, so only
      * sigwait in this thread sees these signals. */
