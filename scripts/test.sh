@@ -11,7 +11,7 @@
 #
 # Steps:
 #   1. build-asan/: RelWithDebInfo, -DCROUTER_SANITIZE=address,undefined;
-#      ctest -LE bench: unit, integration and fuzz-corpus replay tests;
+#      ctest -LE 'bench|soak': unit, integration and fuzz-corpus replay tests;
 #   2. build-fuzz/ (clang, -DCROUTER_FUZZ=ON): every *_fuzzer target for
 #      CROUTER_FUZZ_SECONDS on a copy of its seed corpus (scripts/fuzz.sh).
 # Ends with "N passed, M failed" (ctest tests and fuzz targets; a failed
@@ -61,7 +61,7 @@ else
 
   step "ctest (unit, integration, fuzz corpus replay; ASan+UBSan)"
   ctest_log="$BUILD_DIR/ctest.log"
-  ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$TEST_JOBS" -LE bench 2>&1 | tee "$ctest_log" || true
+  ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$TEST_JOBS" -LE 'bench|soak' 2>&1 | tee "$ctest_log" || true
   # "87% tests passed, 3 tests failed out of 23"
   summary=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$ctest_log" | tail -n 1 || true)
   if [[ -n $summary ]]; then
