@@ -233,8 +233,10 @@ ssize_t cr_io__read(cr_io_t *io, cr_buf_t *b)
     } while (r < 0 && errno == EINTR);
     if (r > 0) {
         b->end += (uint32_t)r;
-        /* A short read on a stream socket means it is drained (epoll(7)). */
-        if ((size_t)r < room)
+        /* A short read on a stream socket means it is drained (epoll(7)),
+         * except after a reported hang-up: that edge is spent, and what is
+         * left to read is the EOF (or an error), which no event announces. */
+        if ((size_t)r < room && !io->hup)
             io->readable = false;
         return r;
     }

@@ -18,7 +18,8 @@
  * --header H        add header line H to every normal response
  *
  * Normal mode, by path:
- *   /count                {"count":N,"smuggled":M,"connections":C}
+ *   /count                {"count":N,"smuggled":M,"connections":C,"open":O}
+ *                         (O = connections open now, this one included)
  *   /slow?ms=N            sleep N ms, then the echo reply
  *   /cookie?set=V...      the echo reply plus one "Set-Cookie: V" per set=
  *   /header?h=Name:%20V   the echo reply plus those header lines
@@ -26,6 +27,7 @@
  *   /echo                 streams the request body back, chunked
  *   /reset /hang /malformed /close-mid-body   as the modes above
  *   /status/NNN           the echo reply with status NNN
+ *   /big-header?bytes=N   200 whose head carries an X-Big header of N bytes
  *   Upgrade: websocket    101 with Sec-WebSocket-Accept, then echoes raw bytes
  *   anything else         200, X-Backend: NAME, JSON echo:
  *     {"backend","method","target","version","headers":[[name,value]...],
@@ -62,6 +64,7 @@ static size_t g_n_headers;
 static atomic_long g_count;
 static atomic_long g_smuggled;
 static atomic_long g_connections;
+static atomic_long g_open;
 
 #define MAX_HEAD (4u << 20)
 
@@ -600,9 +603,10 @@ static bool serve_one(bconn_t *c)
     if (is_count) {
         uint64_t h = TS_FNV_INIT;
         read_body(c, &r, fnv_sink, &h);
-        char body[160], resp[400];
-        snprintf(body, sizeof body, "{\"count\":%ld,\"smuggled\":%ld,\"connections\":%ld}",
-                 atomic_load(&g_count), atomic_load(&g_smuggled), atomic_load(&g_connections));
+        char body[200], resp[440];
+        snprintf(body, sizeof body, "{\"count\":%ld,\"smuggled\":%ld,\"connections\":%ld,\"open\":%ld}",
+                 atomic_load(&g_count), atomic_load(&g_smuggled), atomic_load(&g_connections),
+                 atomic_load(&g_open));
         snprintf(resp, sizeof resp,
                  "HTTP/1.1 200 OK\r\nX-Backend: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
                  g_name, strlen(body), body);
@@ -646,6 +650,25 @@ static bool serve_one(bconn_t *c)
             write_all(c->fd, part, sizeof part);
         req_free(&r);
         return false;
+    }
+
+    if (path_is(r.target, "/big-header")) {
+        uint64_t h = TS_FNV_INIT;
+        read_body(c, &r, fnv_sink, &h);
+        char *bs = query_param(r.target, "bytes", 0);
+        size_t n = bs ? (size_t)strtoull(bs, NULL, 10) : 0;
+        free(bs);
+        if (n > MAX_HEAD)
+            n = MAX_HEAD;
+        char *big = malloc(n + 256);
+        int hl = snprintf(big, 256, "HTTP/1.1 200 OK\r\nX-Backend: %s\r\nX-Big: ", g_name);
+        memset(big + hl, 'b', n);
+        static const char tail[] = "\r\nContent-Length: 2\r\n\r\nok";
+        memcpy(big + hl + n, tail, sizeof tail - 1);
+        ok = write_all(c->fd, big, (size_t)hl + n + sizeof tail - 1) == 0;
+        free(big);
+        req_free(&r);
+        return ok && keep;
     }
 
     if (path_is(r.target, "/echo")) {
@@ -696,6 +719,7 @@ static void *conn_thread(void *arg)
     bconn_t *c = arg;
     while (serve_one(c)) {
     }
+    atomic_fetch_sub(&g_open, 1);
     close(c->fd);
     free(c->buf);
     free(c);
@@ -782,6 +806,7 @@ int main(int argc, char **argv)
             return 1;
         }
         atomic_fetch_add(&g_connections, 1);
+        atomic_fetch_add(&g_open, 1);
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         bconn_t *c = calloc(1, sizeof *c);
         c->fd = fd;
@@ -790,6 +815,7 @@ int main(int argc, char **argv)
         snprintf(c->remote, sizeof c->remote, "%s:%u", ip, ntohs(ra.sin_port));
         pthread_t t;
         if (pthread_create(&t, &attr, conn_thread, c) != 0) {
+            atomic_fetch_sub(&g_open, 1);
             close(fd);
             free(c);
         }

@@ -1,0 +1,575 @@
+/* test/integration/test_faults.c - issue 7 (faults): crouter keeps serving
+ * through dying, hanging and misbehaving app instances, clients that go
+ * away half-way, and heavy registration churn.
+ *
+ * One nats-server for the file; each test starts the crouter it needs (its
+ * teardown fails the test unless crouter exits 0 after SIGTERM, so an ASan
+ * report at exit fails it too) and fake backends. Every test prints its
+ * figures on a line starting "faults:".
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "testsupport.h"
+
+static ts_nats_t g_nats;
+
+#define MAX_BACKENDS 4
+
+typedef struct {
+    ts_crouter_t cr;
+    bool started;
+    natsConnection *nc;
+    ts_backend_t b[MAX_BACKENDS];
+    int nb;
+} fx_t;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    return ts_nats_start(&g_nats, false);
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    ts_nats_stop(&g_nats);
+    return 0;
+}
+
+static int fx_setup(void **state)
+{
+    fx_t *f = calloc(1, sizeof *f);
+    f->nc = ts_nats_connect(&g_nats);
+    *state = f;
+    return f->nc ? 0 : -1;
+}
+
+static int fx_teardown(void **state)
+{
+    fx_t *f = *state;
+    int rc = 0;
+    if (f->started) {
+        int st = ts_crouter_stop(&f->cr, 10000);
+        if (!(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0))
+            rc = -1;
+    }
+    for (int i = 0; i < f->nb; i++)
+        if (f->b[i].pid > 0)
+            ts_backend_stop(&f->b[i]);
+    ts_nats_close(f->nc);
+    free(f);
+    return rc;
+}
+
+static void start_crouter(fx_t *f, const char *extra_yaml)
+{
+    assert_int_equal(ts_crouter_start(&f->cr, &g_nats, extra_yaml), 0);
+    f->started = true;
+}
+
+static ts_backend_t *backend(fx_t *f, const char *name, const char *const args[])
+{
+    assert_true(f->nb < MAX_BACKENDS);
+    ts_backend_t *b = &f->b[f->nb++];
+    assert_int_equal(ts_backend_start(b, name, args), 0);
+    return b;
+}
+
+static void route(fx_t *f, const char *uri, const ts_backend_t *b, const char *instance)
+{
+    ts_route_t r = {.port = b->port, .uris = {uri}, .private_instance_id = instance};
+    assert_int_equal(ts_nats_register(f->nc, &r), 0);
+}
+
+static json_int_t varz_int(const ts_crouter_t *cr, const char *key)
+{
+    json_t *v = ts_crouter_varz(cr);
+    assert_non_null(v);
+    json_t *x = json_object_get(v, key);
+    if (!json_is_integer(x))
+        fail_msg("/varz has no integer %s", key);
+    json_int_t n = json_integer_value(x);
+    json_decref(v);
+    return n;
+}
+
+static int count_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* Connections the backend has open now, not counting the one asking. */
+static long backend_open(const ts_backend_t *b)
+{
+    ts_resp_t r;
+    assert_int_equal(ts_get(b->port, NULL, "/count", &r), 0);
+    json_t *j = ts_resp_json(&r);
+    assert_non_null(j);
+    long open = (long)json_integer_value(json_object_get(j, "open"));
+    json_decref(j);
+    ts_resp_free(&r);
+    return open - 1;
+}
+
+static bool wait_backend_open(const ts_backend_t *b, long want, int timeout_ms, long *last)
+{
+    int64_t deadline = ts_now_ms() + timeout_ms;
+    do {
+        *last = backend_open(b);
+        if (*last == want)
+            return true;
+        ts_sleep_ms(20);
+    } while (ts_now_ms() < deadline);
+    return false;
+}
+
+/* ------------------------------------------------------------- load loop */
+
+typedef struct {
+    uint16_t port;
+    const char *hosts[16];
+    int n_hosts;
+    atomic_bool stop;
+    atomic_long sent, failed;
+    atomic_long per_backend[4];   /* by X-Backend name "b0".."b3" */
+    double max_s;
+    char first_failure[200];
+    pthread_t thread;
+} load_t;
+
+static void *load_main(void *arg)
+{
+    load_t *ld = arg;
+    CURL *curl = curl_easy_init();
+    for (long k = 0; !atomic_load(&ld->stop); k++) {
+        ts_req_t req = {.host = ld->hosts[k % ld->n_hosts], .path = "/load", .timeout_ms = 10000};
+        ts_resp_t resp;
+        int rc = ts_http(curl, ld->port, &req, &resp);
+        atomic_fetch_add(&ld->sent, 1);
+        if (rc != 0 || resp.status != 200) {
+            if (atomic_fetch_add(&ld->failed, 1) == 0)
+                snprintf(ld->first_failure, sizeof ld->first_failure, "%s: status %ld curl %d routererror %s",
+                         req.host, resp.status, resp.curl_code,
+                         ts_resp_header(&resp, "X-Cf-Routererror") ? ts_resp_header(&resp, "X-Cf-Routererror")
+                                                                    : "-");
+        } else {
+            const char *b = ts_resp_header(&resp, "X-Backend");
+            if (b && b[0] == 'b' && b[1] >= '0' && b[1] <= '3')
+                atomic_fetch_add(&ld->per_backend[b[1] - '0'], 1);
+            if (resp.total_s > ld->max_s)
+                ld->max_s = resp.total_s;
+        }
+        ts_resp_free(&resp);
+    }
+    curl_easy_cleanup(curl);
+    return NULL;
+}
+
+static void load_start(load_t *ld)
+{
+    assert_int_equal(pthread_create(&ld->thread, NULL, load_main, ld), 0);
+}
+
+static void load_stop(load_t *ld)
+{
+    atomic_store(&ld->stop, true);
+    pthread_join(ld->thread, NULL);
+}
+
+/* ----------------------------------------------------------------- tests */
+
+static void test_instance_sigkilled_under_load_no_errors_and_no_more_traffic(void **state)
+{
+    fx_t *f = *state;
+    start_crouter(f, NULL);
+    ts_backend_t *b0 = backend(f, "b0", NULL);
+    ts_backend_t *b1 = backend(f, "b1", NULL);
+    route(f, "kill.faults.example.com", b0, "i-0");
+    route(f, "kill.faults.example.com", b1, "i-1");
+    assert_true(ts_crouter_wait_route(&f->cr, "kill.faults.example.com", 2, 10000));
+
+    load_t ld = {.port = f->cr.port, .hosts = {"kill.faults.example.com"}, .n_hosts = 1};
+    load_start(&ld);
+    while (atomic_load(&ld.per_backend[0]) < 200 || atomic_load(&ld.per_backend[1]) < 200)
+        ts_sleep_ms(10);
+    json_int_t retries0 = varz_int(&f->cr, "retries");
+    long sent0 = atomic_load(&ld.sent);
+    ts_stop_process(b0->pid, SIGKILL, 5000);
+    b0->pid = 0;
+    long b0_at_kill = atomic_load(&ld.per_backend[0]);
+    int64_t t_kill = ts_now_ms();
+    /* 3 s of load against the surviving instance. */
+    while (ts_now_ms() < t_kill + 3000)
+        ts_sleep_ms(50);
+    json_int_t retries_mid = varz_int(&f->cr, "retries");
+    while (ts_now_ms() < t_kill + 5000)
+        ts_sleep_ms(50);
+    load_stop(&ld);
+    json_int_t retries1 = varz_int(&f->cr, "retries");
+    long after = atomic_load(&ld.sent) - sent0;
+    printf("faults: SIGKILL under load: %ld requests after the kill, %ld failed; retries onto the survivor %lld "
+           "(%lld in the last 2 s); responses from the dead instance after the kill %ld\n",
+           after, atomic_load(&ld.failed), (long long)(retries1 - retries0), (long long)(retries1 - retries_mid),
+           atomic_load(&ld.per_backend[0]) - b0_at_kill);
+    if (atomic_load(&ld.failed))
+        fail_msg("%ld requests failed; first: %s", atomic_load(&ld.failed), ld.first_failure);
+    assert_true(after > 200);
+    /* The dead instance is tried by at most a few requests (one per worker
+     * and pooled connection), then skipped: no retry in the last 2 s. */
+    assert_true(retries1 - retries0 <= 8);
+    assert_int_equal(retries1 - retries_mid, 0);
+}
+
+typedef struct {
+    uint16_t port;
+    long status;
+    double seconds;
+    const char *routererror;
+    char routererror_buf[64];
+} slow_req_t;
+
+static void *hang_request(void *arg)
+{
+    slow_req_t *s = arg;
+    ts_req_t req = {.host = "hang.faults.example.com", .path = "/", .timeout_ms = 20000};
+    ts_resp_t resp;
+    int64_t t0 = ts_now_ms();
+    ts_http(NULL, s->port, &req, &resp);
+    s->seconds = (double)(ts_now_ms() - t0) / 1000.0;
+    s->status = resp.status;
+    const char *e = ts_resp_header(&resp, "X-Cf-Routererror");
+    snprintf(s->routererror_buf, sizeof s->routererror_buf, "%s", e ? e : "-");
+    ts_resp_free(&resp);
+    return NULL;
+}
+
+static void test_hanging_instance_ends_at_endpoint_timeout_other_routes_fast(void **state)
+{
+    fx_t *f = *state;
+    start_crouter(f, "endpoint_timeout: 2s\n");
+    const char *hang_args[] = {"--mode", "hang", NULL};
+    ts_backend_t *hang = backend(f, "hang", hang_args);
+    ts_backend_t *fast = backend(f, "b1", NULL);
+    route(f, "hang.faults.example.com", hang, "h-0");
+    route(f, "fast.faults.example.com", fast, "f-0");
+    assert_true(ts_crouter_wait_route(&f->cr, "hang.faults.example.com", 1, 10000));
+    assert_true(ts_crouter_wait_route(&f->cr, "fast.faults.example.com", 1, 10000));
+
+    enum { HANGING = 4 };
+    slow_req_t s[HANGING];
+    pthread_t t[HANGING];
+    for (int i = 0; i < HANGING; i++) {
+        s[i] = (slow_req_t){.port = f->cr.port};
+        assert_int_equal(pthread_create(&t[i], NULL, hang_request, &s[i]), 0);
+    }
+    load_t ld = {.port = f->cr.port, .hosts = {"fast.faults.example.com"}, .n_hosts = 1};
+    load_start(&ld);
+    for (int i = 0; i < HANGING; i++)
+        pthread_join(t[i], NULL);
+    load_stop(&ld);
+    double min_s = 1e9, max_s = 0;
+    for (int i = 0; i < HANGING; i++) {
+        min_s = s[i].seconds < min_s ? s[i].seconds : min_s;
+        max_s = s[i].seconds > max_s ? s[i].seconds : max_s;
+    }
+    printf("faults: hanging instance: %d requests got %ld %s after %.2f-%.2f s (endpoint_timeout 2 s); meanwhile "
+           "%ld requests to another route, %ld failed, slowest %.1f ms\n",
+           HANGING, s[0].status, s[0].routererror_buf, min_s, max_s, atomic_load(&ld.sent),
+           atomic_load(&ld.failed), ld.max_s * 1000);
+    for (int i = 0; i < HANGING; i++) {
+        assert_int_equal(s[i].status, 502);
+        assert_true(s[i].seconds >= 1.9 && s[i].seconds <= 3.5);
+    }
+    if (atomic_load(&ld.failed))
+        fail_msg("%ld fast requests failed; first: %s", atomic_load(&ld.failed), ld.first_failure);
+    assert_true(atomic_load(&ld.sent) > 50);
+    assert_true(ld.max_s < 0.5);
+}
+
+static void test_malformed_truncated_and_huge_responses_then_still_serving(void **state)
+{
+    fx_t *f = *state;
+    start_crouter(f, NULL);
+    ts_backend_t *b = backend(f, "b0", NULL);
+    route(f, "bad.faults.example.com", b, "b-0");
+    assert_true(ts_crouter_wait_route(&f->cr, "bad.faults.example.com", 1, 10000));
+    struct {
+        const char *path;
+        bool may_abort;   /* a 200 head already sent: a cleanly aborted body is fine */
+    } cases[] = {
+        {"/malformed", false},
+        {"/close-mid-body", true},
+        {"/big-header?bytes=100000", false},
+        {"/big-header?bytes=70000", false},
+    };
+    char figures[512] = "";
+    size_t fl = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        for (int round = 0; round < 3; round++) {
+            ts_resp_t r;
+            ts_req_t req = {.host = "bad.faults.example.com", .path = cases[i].path, .sink_checksum = true};
+            ts_http(NULL, f->cr.port, &req, &r);
+            bool ok502 = r.status == 502;
+            bool aborted = cases[i].may_abort && r.status == 200 && r.curl_code != CURLE_OK &&
+                           r.body_len < 100000;
+            if (!ok502 && !aborted)
+                fail_msg("%s: status %ld, curl %d, body %zu bytes", cases[i].path, r.status, r.curl_code, r.body_len);
+            if (round == 0)
+                fl += (size_t)snprintf(figures + fl, sizeof figures - fl, "%s%s -> %s", i ? ", " : "",
+                                       cases[i].path, ok502 ? "502" : "200 aborted");
+            ts_resp_free(&r);
+            /* crouter keeps serving after each. */
+            ts_req_t ok = {.host = "bad.faults.example.com", .path = "/fine"};
+            assert_int_equal(ts_http(NULL, f->cr.port, &ok, &r), 0);
+            assert_int_equal(r.status, 200);
+            ts_resp_free(&r);
+        }
+    }
+    assert_true(ts_crouter_alive(&f->cr));
+    printf("faults: bad responses (x3 each, a good request after each): %s\n", figures);
+}
+
+static void test_client_gone_mid_upload_and_mid_download_releases_backend(void **state)
+{
+    fx_t *f = *state;
+    start_crouter(f, NULL);
+    ts_backend_t *dl = backend(f, "dl", NULL);
+    ts_backend_t *ul = backend(f, "ul", NULL);
+    route(f, "dl.faults.example.com", dl, "d-0");
+    route(f, "ul.faults.example.com", ul, "u-0");
+    assert_true(ts_crouter_wait_route(&f->cr, "dl.faults.example.com", 1, 10000));
+    assert_true(ts_crouter_wait_route(&f->cr, "ul.faults.example.com", 1, 10000));
+
+    json_int_t open0 = varz_int(&f->cr, "client_connections_open");
+    int fds0 = count_fds(f->cr.pid);
+    enum { ROUNDS = 20 };
+    static unsigned char chunk[1 << 20];
+    long last = -1;
+    int64_t release_ms_max = 0;
+    for (int i = 0; i < ROUNDS; i++) {
+        /* Download 500 MB, read 1 MiB, hang up. */
+        ts_conn_t c;
+        assert_int_equal(ts_conn_open(&c, f->cr.port), 0);
+        assert_int_equal(ts_conn_send_str(&c, "GET /download?bytes=500000000 HTTP/1.1\r\n"
+                                              "Host: dl.faults.example.com\r\n\r\n"), 0);
+        assert_int_equal(ts_conn_read_exact(&c, chunk, sizeof chunk, 10000), 0);
+        ts_conn_close(&c);
+        int64_t t0 = ts_now_ms();
+        if (!wait_backend_open(dl, 0, 5000, &last))
+            fail_msg("round %d: download backend still has %ld connection(s) 5 s after the client left", i, last);
+        int64_t d = ts_now_ms() - t0;
+        release_ms_max = d > release_ms_max ? d : release_ms_max;
+
+        /* Upload: announce 100 MB, send 1 MiB, hang up. */
+        assert_int_equal(ts_conn_open(&c, f->cr.port), 0);
+        assert_int_equal(ts_conn_send_str(&c, "POST /upload HTTP/1.1\r\nHost: ul.faults.example.com\r\n"
+                                              "Content-Length: 100000000\r\n\r\n"), 0);
+        ts_pattern_fill(chunk, 0, sizeof chunk);
+        assert_int_equal(ts_conn_send(&c, chunk, sizeof chunk), 0);
+        /* The head and some body reached the backend before the hang-up. */
+        int64_t deadline = ts_now_ms() + 5000;
+        while (backend_open(ul) < 1 && ts_now_ms() < deadline)
+            ts_sleep_ms(10);
+        ts_conn_close(&c);
+        t0 = ts_now_ms();
+        if (!wait_backend_open(ul, 0, 5000, &last))
+            fail_msg("round %d: upload backend still has %ld connection(s) 5 s after the client left", i, last);
+        d = ts_now_ms() - t0;
+        release_ms_max = d > release_ms_max ? d : release_ms_max;
+    }
+    json_int_t open1 = -1;
+    int64_t deadline = ts_now_ms() + 5000;
+    while (ts_now_ms() < deadline && (open1 = varz_int(&f->cr, "client_connections_open")) != open0)
+        ts_sleep_ms(20);
+    int fds1 = count_fds(f->cr.pid);
+    printf("faults: %d aborted downloads + %d aborted uploads: backend connections released within %lld ms; "
+           "client_connections_open %lld -> %lld; crouter fds %d -> %d\n",
+           ROUNDS, ROUNDS, (long long)release_ms_max, (long long)open0, (long long)open1, fds0, fds1);
+    assert_int_equal(open1, open0);
+    assert_true(fds1 <= fds0 + 2);
+    /* And the routes still work. */
+    ts_resp_t r;
+    assert_int_equal(ts_get(f->cr.port, "dl.faults.example.com", "/after", &r), 0);
+    assert_int_equal(r.status, 200);
+    ts_resp_free(&r);
+}
+
+/* Publishes register/unregister messages at a fixed rate over many routes. */
+typedef struct {
+    natsConnection *nc;
+    uint16_t port;
+    int routes;
+    int per_second;
+    int seconds;
+    long published;
+    double elapsed_s;
+} churn_t;
+
+static void *churn_main(void *arg)
+{
+    churn_t *c = arg;
+    int64_t t0 = ts_now_ms();
+    long total = (long)c->per_second * c->seconds;
+    for (long k = 0; k < total; k++) {
+        /* Paced per 10 ms slot. */
+        if (k % (c->per_second / 100) == 0) {
+            int64_t due = t0 + k * 1000 / c->per_second;
+            while (ts_now_ms() < due)
+                ts_sleep_ms(1);
+        }
+        int idx = (int)((k * 7919) % c->routes);
+        bool unregister = ((k / c->routes) + (long)idx) % 2 == 1;
+        char uri[64], msg[256];
+        snprintf(uri, sizeof uri, "c%d.churn.example.com", idx);
+        int n = snprintf(msg, sizeof msg, "{\"host\":\"127.0.0.1\",\"port\":%u,\"uris\":[\"%s\"]}", c->port, uri);
+        if (natsConnection_Publish(c->nc, unregister ? "router.unregister" : "router.register", msg, n) == NATS_OK)
+            c->published++;
+    }
+    natsConnection_FlushTimeout(c->nc, 10000);
+    c->elapsed_s = (double)(ts_now_ms() - t0) / 1000.0;
+    return NULL;
+}
+
+static void test_registration_churn_does_not_fail_stable_routes(void **state)
+{
+    fx_t *f = *state;
+    start_crouter(f, NULL);
+    ts_backend_t *stable = backend(f, "b0", NULL);
+    ts_backend_t *churned = backend(f, "b1", NULL);
+    static char hosts[10][48];
+    load_t ld = {.port = f->cr.port, .n_hosts = 10};
+    for (int i = 0; i < 10; i++) {
+        snprintf(hosts[i], sizeof hosts[i], "s%d.stable.example.com", i);
+        route(f, hosts[i], stable, "s");
+        ld.hosts[i] = hosts[i];
+    }
+    for (int i = 0; i < 10; i++)
+        assert_true(ts_crouter_wait_route(&f->cr, hosts[i], 1, 10000));
+    json_int_t msgs0 = varz_int(&f->cr, "nats_messages_received");
+
+    natsConnection *pub = ts_nats_connect(&g_nats);
+    assert_non_null(pub);
+    churn_t ch = {.nc = pub, .port = churned->port, .routes = 10000, .per_second = 1000, .seconds = 10};
+    pthread_t t;
+    load_start(&ld);
+    assert_int_equal(pthread_create(&t, NULL, churn_main, &ch), 0);
+    pthread_join(t, NULL);
+    load_stop(&ld);
+    /* Every message reached crouter. */
+    json_int_t msgs = 0;
+    int64_t deadline = ts_now_ms() + 10000;
+    while (ts_now_ms() < deadline && (msgs = varz_int(&f->cr, "nats_messages_received") - msgs0) < ch.published)
+        ts_sleep_ms(50);
+    json_int_t urls = varz_int(&f->cr, "urls");
+    ts_nats_close(pub);
+    printf("faults: churn: %ld register/unregister messages over %d routes in %.1f s (%.0f/s), %lld received; "
+           "%ld requests to 10 stable routes, %ld failed, slowest %.1f ms; table now %lld routes\n",
+           ch.published, ch.routes, ch.elapsed_s, (double)ch.published / ch.elapsed_s, (long long)msgs,
+           atomic_load(&ld.sent), atomic_load(&ld.failed), ld.max_s * 1000, (long long)urls);
+    if (atomic_load(&ld.failed))
+        fail_msg("%ld stable requests failed; first: %s", atomic_load(&ld.failed), ld.first_failure);
+    assert_int_equal(ch.published, 10000);
+    assert_true(ch.elapsed_s < 13.0);
+    assert_int_equal(msgs, ch.published);
+    assert_true(atomic_load(&ld.sent) > 500);
+    assert_true(urls > 10 && urls <= 10010);
+}
+
+static void test_routes_registered_across_prune_cycles_are_all_found(void **state)
+{
+    fx_t *f = *state;
+    start_crouter(f, "prune_stale_droplets_interval: 1s\ndroplet_stale_threshold: 30s\n");
+    ts_backend_t *b = backend(f, "b0", NULL);
+    enum { N = 5000, SECONDS = 5 };
+    json_int_t pruned0 = varz_int(&f->cr, "registry_pruned");
+    int64_t t0 = ts_now_ms();
+    for (int i = 0; i < N; i++) {
+        if (i % (N / SECONDS / 100) == 0) {
+            int64_t due = t0 + (int64_t)i * SECONDS * 1000 / N;
+            while (ts_now_ms() < due)
+                ts_sleep_ms(1);
+        }
+        char uri[64], msg[200];
+        snprintf(uri, sizeof uri, "n%d.new.example.com", i);
+        int n = snprintf(msg, sizeof msg, "{\"host\":\"127.0.0.1\",\"port\":%u,\"uris\":[\"%s\"]}", b->port, uri);
+        assert_int_equal(natsConnection_Publish(f->nc, "router.register", msg, n), NATS_OK);
+    }
+    assert_int_equal(natsConnection_FlushTimeout(f->nc, 10000), NATS_OK);
+    int64_t published_ms = ts_now_ms() - t0;
+
+    int found = 0;
+    int64_t deadline = ts_now_ms() + 5000;
+    json_t *routes = NULL;
+    do {
+        json_decref(routes);
+        routes = ts_crouter_routes(&f->cr);
+        assert_non_null(routes);
+        found = 0;
+        for (int i = 0; i < N; i++) {
+            char uri[64];
+            snprintf(uri, sizeof uri, "n%d.new.example.com", i);
+            json_t *eps = json_object_get(routes, uri);
+            found += json_is_array(eps) && json_array_size(eps) == 1;
+        }
+        if (found == N)
+            break;
+        ts_sleep_ms(100);
+    } while (ts_now_ms() < deadline);
+    json_decref(routes);
+    /* A request to the first and the last one. */
+    ts_resp_t r;
+    assert_int_equal(ts_get(f->cr.port, "n0.new.example.com", "/", &r), 0);
+    assert_int_equal(r.status, 200);
+    ts_resp_free(&r);
+    assert_int_equal(ts_get(f->cr.port, "n4999.new.example.com", "/", &r), 0);
+    assert_int_equal(r.status, 200);
+    ts_resp_free(&r);
+    printf("faults: %d new routes registered over %.1f s (%lld prune cycles at 1 s): %d found, %lld pruned\n", N,
+           (double)published_ms / 1000.0, (long long)(published_ms / 1000), found,
+           (long long)(varz_int(&f->cr, "registry_pruned") - pruned0));
+    assert_int_equal(found, N);
+    assert_int_equal(varz_int(&f->cr, "registry_pruned") - pruned0, 0);
+}
+
+int main(void)
+{
+    ts_init("faults");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_instance_sigkilled_under_load_no_errors_and_no_more_traffic, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_hanging_instance_ends_at_endpoint_timeout_other_routes_fast, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_truncated_and_huge_responses_then_still_serving, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_client_gone_mid_upload_and_mid_download_releases_backend, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_registration_churn_does_not_fail_stable_routes, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_routes_registered_across_prune_cycles_are_all_found, fx_setup,
+                                        fx_teardown),
+    };
+    return ts_finish(cmocka_run_group_tests(tests, group_setup, group_teardown));
+}
