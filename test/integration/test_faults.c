@@ -353,6 +353,10 @@ static void test_malformed_truncated_and_huge_responses_then_still_serving(void 
     printf("faults: bad responses (x3 each, a good request after each): %s\n", figures);
 }
 
+/* Found a bug: a client's FIN reported while crouter was not reading (its
+ * buffer full, the backend slow to take the body) was lost when the next
+ * read came back short, so an aborted upload held its backend connection
+ * until a timeout. cr_io__read now keeps reading after a reported hang-up. */
 static void test_client_gone_mid_upload_and_mid_download_releases_backend(void **state)
 {
     fx_t *f = *state;
