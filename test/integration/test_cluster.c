@@ -270,8 +270,8 @@ static void bring_up(fx_t *f, const char *router_extra)
     cluster_start(&f->cl);
     char *y = router_yaml(&f->cl, router_extra);
     for (int r = 0; r < ROUTERS; r++) {
-        assert_int_equal(ts_crouter_start(&f->cr[r], NULL, y), 0);
         f->started[r] = true;
+        assert_int_equal(ts_crouter_start(&f->cr[r], NULL, y), 0);
     }
     free(y);
 
