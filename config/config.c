@@ -32,6 +32,11 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
 #define MIB (1024u * 1024u)
 #define DEFAULT_MAX_HEADERS 200u
 #define MAX_WARNINGS 200
@@ -773,6 +778,302 @@ static void set_persistence(loader_t *ld, const key_def_t *k, const node_t *v)
                         "is used, so crouter's cookies work on this router only", v->line);
 }
 
+/* ---- TLS keys (issue 6) -------------------------------------------------- */
+
+/* Whether pem holds at least one certificate and nothing malformed. */
+static bool pem_certs_valid(const char *pem)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    if (!bio)
+        return false;
+    size_t n = 0;
+    X509 *x;
+    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        X509_free(x);
+        n++;
+    }
+    /* The loop ends at the end of the data (PEM_R_NO_START_LINE) or at garbage. */
+    unsigned long e = ERR_peek_last_error();
+    bool clean_end = ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE;
+    ERR_clear_error();
+    BIO_free(bio);
+    return n > 0 && clean_end;
+}
+
+static bool pem_key_valid(const char *pem)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    if (!bio)
+        return false;
+    EVP_PKEY *k = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    ERR_clear_error();
+    BIO_free(bio);
+    EVP_PKEY_free(k);
+    return k != NULL;
+}
+
+/* Whether the first certificate of chain_pem belongs to key_pem (both valid). */
+static bool pem_pair_matches(const char *chain_pem, const char *key_pem)
+{
+    BIO *cb = BIO_new_mem_buf(chain_pem, -1);
+    BIO *kb = BIO_new_mem_buf(key_pem, -1);
+    X509 *x = cb ? PEM_read_bio_X509(cb, NULL, NULL, NULL) : NULL;
+    EVP_PKEY *k = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
+    bool ok = x && k && X509_check_private_key(x, k) == 1;
+    ERR_clear_error();
+    EVP_PKEY_free(k);
+    X509_free(x);
+    BIO_free(kb);
+    BIO_free(cb);
+    return ok;
+}
+
+static void set_pem_certs(loader_t *ld, const key_def_t *k, const node_t *v)
+{
+    const char *s = get_string(ld, k, v);
+    if (!s)
+        return;
+    if (*s && !pem_certs_valid(s)) {
+        fail_at(ld, v->line, k->path, "invalid PEM: expected one or more certificates");
+        return;
+    }
+    replace_string(FIELD(ld->cfg, k, char *), s);
+}
+
+static void set_pem_key(loader_t *ld, const key_def_t *k, const node_t *v)
+{
+    const char *s = get_string(ld, k, v);
+    if (!s)
+        return;
+    if (*s && !pem_key_valid(s)) {
+        fail_at(ld, v->line, k->path, "invalid PEM: expected a private key");
+        return;
+    }
+    replace_string(FIELD(ld->cfg, k, char *), s);
+}
+
+/* ca_certs: gorouter takes a list of PEM strings; one string is accepted
+ * too. Stored joined into one bundle. */
+static void set_pem_list(loader_t *ld, const key_def_t *k, const node_t *v)
+{
+    char d[300];
+    if (v->kind == N_SCALAR) {
+        set_pem_certs(ld, k, v);
+        return;
+    }
+    if (v->kind != N_SEQ) {
+        fail_at(ld, v->line, k->path, "expected a list of PEM certificates, %s", describe(v, d, sizeof d));
+        return;
+    }
+    size_t total = 1;
+    for (size_t i = 0; i < v->n; i++) {
+        const node_t *item = v->kids[i];
+        if (item->kind != N_SCALAR || has_nul(item) || is_null(item) || !pem_certs_valid(item->value)) {
+            fail_at(ld, item->line, k->path, "item %zu: invalid PEM: expected one or more certificates", i);
+            return;
+        }
+        total += item->len + 1;
+    }
+    char *joined = cr_xmalloc(total);
+    size_t len = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        memcpy(joined + len, v->kids[i]->value, v->kids[i]->len);
+        len += v->kids[i]->len;
+        joined[len++] = '\n';
+    }
+    joined[len] = '\0';
+    char **field = FIELD(ld->cfg, k, char *);
+    free(*field);
+    *field = joined;
+}
+
+static void free_tls_pem(cr_tls_pem_t *v, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        free(v[i].cert_chain);
+        free(v[i].private_key);
+    }
+    free(v);
+}
+
+/* tls_pem: [{cert_chain: PEM, private_key: PEM}, ...], each pair checked. */
+static void set_tls_pem(loader_t *ld, const key_def_t *k, const node_t *v)
+{
+    char d[300];
+    if (v->kind != N_SEQ) {
+        fail_at(ld, v->line, k->path, "expected a list of {cert_chain, private_key}, %s",
+                describe(v, d, sizeof d));
+        return;
+    }
+    cr_tls_pem_t *pems = cr_xcalloc(v->n ? v->n : 1, sizeof *pems);
+    size_t len = 0;
+    for (size_t i = 0; i < v->n && !ld->failed; i++) {
+        const node_t *item = v->kids[i];
+        char where[64];
+        snprintf(where, sizeof where, "tls_pem[%zu]", i);
+        if (item->kind != N_MAP) {
+            fail_at(ld, item->line, where, "expected a map with cert_chain and private_key, %s",
+                    describe(item, d, sizeof d));
+            break;
+        }
+        const node_t *chain = NULL, *key = NULL;
+        for (size_t j = 0; j + 1 < item->n; j += 2) {
+            const node_t *kk = item->kids[j], *vv = item->kids[j + 1];
+            if (key_is(kk, "cert_chain"))
+                chain = vv;
+            else if (key_is(kk, "private_key"))
+                key = vv;
+            else
+                warn_unknown(ld, where, kk, vv, 0);
+        }
+        char path[96];
+        snprintf(path, sizeof path, "%s.cert_chain", where);
+        if (!chain || chain->kind != N_SCALAR || has_nul(chain) || !pem_certs_valid(chain->value)) {
+            fail_at(ld, chain ? chain->line : item->line, path,
+                    chain ? "invalid PEM: expected one or more certificates" : "missing");
+            break;
+        }
+        snprintf(path, sizeof path, "%s.private_key", where);
+        if (!key || key->kind != N_SCALAR || has_nul(key) || !pem_key_valid(key->value)) {
+            fail_at(ld, key ? key->line : item->line, path,
+                    key ? "invalid PEM: expected a private key" : "missing");
+            break;
+        }
+        if (!pem_pair_matches(chain->value, key->value)) {
+            fail_at(ld, key->line, path, "does not match the first certificate of cert_chain");
+            break;
+        }
+        pems[len].cert_chain = cr_xstrdup(chain->value);
+        pems[len].private_key = cr_xstrdup(key->value);
+        len++;
+    }
+    if (ld->failed) {
+        free_tls_pem(pems, len);
+        return;
+    }
+    free_tls_pem(ld->cfg->tls_pem, ld->cfg->tls_pem_len);
+    ld->cfg->tls_pem = pems;
+    ld->cfg->tls_pem_len = len;
+}
+
+/* "TLSv1.0" .. "TLSv1.3" (gorouter's spelling; "TLSv1" too) -> wire version. */
+static void set_tls_version(loader_t *ld, const key_def_t *k, const node_t *v)
+{
+    static const struct { const char *name; uint16_t version; } versions[] = {
+        {"TLSv1", 0x0301}, {"TLSv1.0", 0x0301}, {"TLSv1.1", 0x0302},
+        {"TLSv1.2", 0x0303}, {"TLSv1.3", 0x0304},
+    };
+    char d[300];
+    const char *s = get_string(ld, k, v);
+    if (!s)
+        return;
+    for (size_t i = 0; i < CR_ARRAY_LEN(versions); i++) {
+        if (strcmp(s, versions[i].name) == 0) {
+            *FIELD(ld->cfg, k, uint16_t) = versions[i].version;
+            return;
+        }
+    }
+    fail_at(ld, v->line, k->path, "invalid TLS version \"%s\" (want TLSv1.0, TLSv1.1, TLSv1.2 or TLSv1.3)",
+            printable(v->value, v->len, d, sizeof d));
+}
+
+/* Whether OpenSSL knows every ':'-separated name (OpenSSL or IANA spelling). */
+static bool cipher_list_valid(const char *list)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+    if (!ctx)
+        return false;
+    bool ok = true;
+    const char *p = list;
+    while (ok && *p) {
+        const char *end = strchr(p, ':');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        char name[128];
+        if (n == 0 || n >= sizeof name) {
+            ok = n == 0;
+        } else {
+            memcpy(name, p, n);
+            name[n] = '\0';
+            const char *ossl = strncmp(name, "TLS_", 4) == 0 ? OPENSSL_cipher_name(name) : name;
+            ok = ossl && strcmp(ossl, "(NONE)") != 0 && SSL_CTX_set_cipher_list(ctx, ossl) == 1;
+        }
+        p = end ? end + 1 : p + n;
+    }
+    ERR_clear_error();
+    SSL_CTX_free(ctx);
+    return ok;
+}
+
+static void set_cipher_suites(loader_t *ld, const key_def_t *k, const node_t *v)
+{
+    char d[300];
+    const char *s = get_string(ld, k, v);
+    if (!s)
+        return;
+    if (!*s || !cipher_list_valid(s)) {
+        fail_at(ld, v->line, k->path, "unknown cipher suite in \"%s\"", printable(v->value, v->len, d, sizeof d));
+        return;
+    }
+    replace_string(FIELD(ld->cfg, k, char *), s);
+}
+
+static void set_client_cert_validation(loader_t *ld, const key_def_t *k, const node_t *v)
+{
+    char d[300];
+    const char *s = get_string(ld, k, v);
+    if (!s)
+        return;
+    cr_client_cert_validation_t *f = FIELD(ld->cfg, k, cr_client_cert_validation_t);
+    if (strcmp(s, "none") == 0)
+        *f = CR_CLIENT_CERT_NONE;
+    else if (strcmp(s, "request") == 0)
+        *f = CR_CLIENT_CERT_REQUEST;
+    else if (strcmp(s, "require") == 0)
+        *f = CR_CLIENT_CERT_REQUIRE;
+    else
+        fail_at(ld, v->line, k->path, "invalid value \"%s\" (want none, request or require)",
+                printable(v->value, v->len, d, sizeof d));
+}
+
+static void set_xfcc_mode(loader_t *ld, const key_def_t *k, const node_t *v)
+{
+    char d[300];
+    const char *s = get_string(ld, k, v);
+    if (!s)
+        return;
+    cr_xfcc_mode_t *f = FIELD(ld->cfg, k, cr_xfcc_mode_t);
+    if (strcmp(s, "always_forward") == 0)
+        *f = CR_XFCC_ALWAYS_FORWARD;
+    else if (strcmp(s, "forward") == 0)
+        *f = CR_XFCC_FORWARD;
+    else if (strcmp(s, "sanitize_set") == 0)
+        *f = CR_XFCC_SANITIZE_SET;
+    else
+        fail_at(ld, v->line, k->path,
+                "invalid value \"%s\" (want always_forward, forward or sanitize_set)",
+                printable(v->value, v->len, d, sizeof d));
+}
+
+/* Rules between TLS keys, after the walk (gorouter's Process() errors). */
+static void validate_tls(loader_t *ld)
+{
+    const cr_config_t *c = ld->cfg;
+    if (c->enable_ssl && c->tls_pem_len == 0)
+        fail_at(ld, 0, "tls_pem", "enable_ssl needs at least one {cert_chain, private_key}");
+    else if (c->disable_http && !c->enable_ssl)
+        fail_at(ld, 0, "disable_http", "needs enable_ssl (no listener would be left)");
+    else if (c->enable_ssl && c->ssl_port == c->port && c->port != 0 && !c->disable_http)
+        fail_at(ld, 0, "ssl_port", "%u is also the HTTP port", c->ssl_port);
+    else if (c->min_tls_version > c->max_tls_version)
+        fail_at(ld, 0, "min_tls_version", "is above max_tls_version");
+    else if ((c->backends_cert_chain[0] != '\0') != (c->backends_private_key[0] != '\0'))
+        fail_at(ld, 0, c->backends_cert_chain[0] ? "backends.private_key" : "backends.cert_chain",
+                "backends.cert_chain and backends.private_key go together");
+    else if (c->backends_cert_chain[0] &&
+             !pem_pair_matches(c->backends_cert_chain, c->backends_private_key))
+        fail_at(ld, 0, "backends.private_key", "does not match the first certificate of backends.cert_chain");
+}
+
 /* ---- the key table ------------------------------------------------------ */
 
 #define OFF(field) offsetof(cr_config_t, field)
@@ -826,6 +1127,21 @@ static const key_def_t key_table[] = {
     STR("pid_file", pid_file),
     U32("index", index, UINT32_MAX),
     STR("zone", zone),
+    BOOL("enable_ssl", enable_ssl),
+    PORT("ssl_port", ssl_port),
+    {"tls_pem", set_tls_pem, 0, 0, 0, false},
+    {"min_tls_version", set_tls_version, OFF(min_tls_version), 0, 0, false},
+    {"max_tls_version", set_tls_version, OFF(max_tls_version), 0, 0, false},
+    {"cipher_suites", set_cipher_suites, OFF(cipher_suites), 0, 0, false},
+    {"client_cert_validation", set_client_cert_validation, OFF(client_cert_validation), 0, 0, false},
+    {"client_ca_certs", set_pem_certs, OFF(client_ca_certs), 0, 0, false},
+    {"forwarded_client_cert", set_xfcc_mode, OFF(forwarded_client_cert), 0, 0, false},
+    BOOL("disable_http", disable_http),
+    {"ca_certs", set_pem_list, OFF(ca_certs), 0, 0, false},
+    BOOL("skip_ssl_validation", skip_ssl_validation),
+    {"backends.cert_chain", set_pem_certs, OFF(backends_cert_chain), 0, 0, false},
+    {"backends.private_key", set_pem_key, OFF(backends_private_key), 0, 0, false},
+    BOOL("enable_proxy", enable_proxy),
 };
 
 static const key_def_t *find_key(const char *path)
@@ -1001,6 +1317,18 @@ static cr_config_t *raw_defaults(void)
     c->logging_level = cr_xstrdup("info");
     c->pid_file = cr_xstrdup("");
     c->zone = cr_xstrdup("");
+
+    c->ssl_port = 443;
+    c->min_tls_version = 0x0303;
+    c->max_tls_version = 0x0304;
+    c->cipher_suites = cr_xstrdup("ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:"
+                                  "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384");
+    c->client_cert_validation = CR_CLIENT_CERT_REQUEST;
+    c->client_ca_certs = cr_xstrdup("");
+    c->forwarded_client_cert = CR_XFCC_ALWAYS_FORWARD;
+    c->ca_certs = cr_xstrdup("");
+    c->backends_cert_chain = cr_xstrdup("");
+    c->backends_private_key = cr_xstrdup("");
     return c;
 }
 
@@ -1057,6 +1385,12 @@ void cr_config_destroy(cr_config_t *cfg)
     free(cfg->logging_level);
     free(cfg->pid_file);
     free(cfg->zone);
+    free_tls_pem(cfg->tls_pem, cfg->tls_pem_len);
+    free(cfg->cipher_suites);
+    free(cfg->client_ca_certs);
+    free(cfg->ca_certs);
+    free(cfg->backends_cert_chain);
+    free(cfg->backends_private_key);
     free_strings(cfg->warnings, cfg->warnings_len);
     free(cfg);
 }
@@ -1087,6 +1421,8 @@ cr_config_t *cr_config_load_string(const char *yaml, size_t len, const char *nam
         char d[300];
         fail_at(&ld, root->line, NULL, "the top level must be a map of keys, %s", describe(root, d, sizeof d));
     }
+    if (!ld.failed)
+        validate_tls(&ld);
     if (ld.failed)
         goto fail;
     free_nodes(&ld);

@@ -29,6 +29,26 @@ typedef struct {
     uint16_t port;
 } cr_nats_host_t;
 
+/* client_cert_validation: how the TLS front asks for client certificates. */
+typedef enum {
+    CR_CLIENT_CERT_NONE = 0,      /* "none": never asked for */
+    CR_CLIENT_CERT_REQUEST,       /* "request": asked for, verified when given */
+    CR_CLIENT_CERT_REQUIRE,       /* "require": the handshake fails without a valid one */
+} cr_client_cert_validation_t;
+
+/* forwarded_client_cert: what happens to X-Forwarded-Client-Cert. */
+typedef enum {
+    CR_XFCC_ALWAYS_FORWARD = 0,   /* the client's header passes unchanged */
+    CR_XFCC_FORWARD,              /* passes only when the client sent a certificate (mTLS) */
+    CR_XFCC_SANITIZE_SET,         /* removed; set to the client certificate when there is one */
+} cr_xfcc_mode_t;
+
+/* One tls_pem entry: a certificate chain and its key, both PEM text. */
+typedef struct {
+    char *cert_chain;             /* owned */
+    char *private_key;            /* owned */
+} cr_tls_pem_t;
+
 typedef struct cr_config {
     /* proxy */
     uint16_t port;                       /* port: 8081 */
@@ -72,6 +92,25 @@ typedef struct cr_config {
     int64_t start_response_delay_interval_ns; /* start_response_delay_interval: 5s */
     int64_t publish_start_message_interval_ns; /* publish_start_message_interval: 30s; 0 disables */
     bool suspend_pruning_if_nats_unavailable; /* false */
+
+    /* TLS on the front and to backends, PROXY protocol (issue 6). PEM text is
+     * validated at load; an error names the key. */
+    bool enable_ssl;                     /* enable_ssl: false */
+    uint16_t ssl_port;                   /* ssl_port: 443 */
+    cr_tls_pem_t *tls_pem;               /* owned, tls_pem: [{cert_chain, private_key}]; the first is the SNI default */
+    size_t tls_pem_len;
+    uint16_t min_tls_version;            /* min_tls_version: "TLSv1.2", as the wire version (0x0303) */
+    uint16_t max_tls_version;            /* max_tls_version: "TLSv1.3" (0x0304) */
+    char *cipher_suites;                 /* owned, cipher_suites: OpenSSL or IANA names, ':'-separated (TLS <= 1.2) */
+    cr_client_cert_validation_t client_cert_validation; /* client_cert_validation: request */
+    char *client_ca_certs;               /* owned, client_ca_certs: PEM, "" = none (ca_certs are trusted too) */
+    cr_xfcc_mode_t forwarded_client_cert;/* forwarded_client_cert: always_forward */
+    bool disable_http;                   /* disable_http: false (needs enable_ssl) */
+    char *ca_certs;                      /* owned, ca_certs: a list of PEM strings (or one), joined; "" = system store */
+    bool skip_ssl_validation;            /* skip_ssl_validation: false */
+    char *backends_cert_chain;           /* owned, backends.cert_chain: PEM, "" = no client certificate */
+    char *backends_private_key;          /* owned, backends.private_key: PEM */
+    bool enable_proxy;                   /* enable_proxy: false; PROXY protocol v1/v2 on the listeners */
 
     /* status API */
     char *status_host;                   /* status.host: "0.0.0.0" */

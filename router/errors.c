@@ -59,6 +59,19 @@ static const cr_proxy_error_info_t error_table[CR_PERR__COUNT] = {
                                   "endpoint_failure"},
     [CR_PERR_CLIENT_CLOSED] = {499, "Client Closed Request", "endpoint_failure",
                                "client closed the connection", NULL, "client_closed"},
+    /* TLS to backends: gorouter's error_handler codes, each with the reason. */
+    [CR_PERR_TLS_HANDSHAKE] = {525, "SSL Handshake Failed", "endpoint_failure",
+                               "Registered endpoint failed to handle the request.", NULL,
+                               "tls_handshake_failed"},
+    [CR_PERR_TLS_UNTRUSTED] = {526, "Invalid SSL Certificate", "endpoint_failure",
+                               "Registered endpoint failed to handle the request.", NULL,
+                               "tls_untrusted_certificate"},
+    [CR_PERR_TLS_HOSTNAME] = {503, "Service Unavailable", "endpoint_failure",
+                              "Registered endpoint failed to handle the request.", NULL,
+                              "tls_hostname_mismatch"},
+    [CR_PERR_TLS_CERT_REQUIRED] = {496, "SSL Certificate Required", "endpoint_failure",
+                                   "Registered endpoint failed to handle the request.", NULL,
+                                   "tls_certificate_required"},
 };
 
 const cr_proxy_error_info_t *cr_proxy_error_info(cr_proxy_error_t err)
@@ -215,7 +228,10 @@ static void put_router_error(out_t *o, cr_proxy_error_t err, const cr_proxy_erro
                              const char *reason)
 {
     put_str(o, info->router_error);
-    if (err != CR_PERR_ENDPOINT_FAILURE && err != CR_PERR_CLIENT_CLOSED)
+    bool with_reason = err == CR_PERR_ENDPOINT_FAILURE || err == CR_PERR_CLIENT_CLOSED ||
+                       err == CR_PERR_TLS_HANDSHAKE || err == CR_PERR_TLS_UNTRUSTED ||
+                       err == CR_PERR_TLS_HOSTNAME || err == CR_PERR_TLS_CERT_REQUIRED;
+    if (!with_reason)
         return;
     if (!reason || !*reason)
         reason = err == CR_PERR_CLIENT_CLOSED ? "context canceled" : "";

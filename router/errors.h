@@ -23,6 +23,10 @@ typedef enum {
     CR_PERR_CONN_LIMIT,           /* 503 Connection Limit Reached */
     CR_PERR_ENDPOINT_FAILURE,     /* 502 endpoint_failure (<reason>) */
     CR_PERR_CLIENT_CLOSED,        /* 499, logged only: the client went away */
+    CR_PERR_TLS_HANDSHAKE,        /* 525 endpoint_failure (<reason>): backend not TLS, or its handshake failed */
+    CR_PERR_TLS_UNTRUSTED,        /* 526 endpoint_failure (<reason>): backend certificate untrusted or expired */
+    CR_PERR_TLS_HOSTNAME,         /* 503 endpoint_failure (<reason>): certificate not valid for server_cert_domain_san */
+    CR_PERR_TLS_CERT_REQUIRED,    /* 496 endpoint_failure (<reason>): the backend rejected crouter's certificate */
     CR_PERR__COUNT
 } cr_proxy_error_t;
 
@@ -49,7 +53,7 @@ int cr_proxy_error_write(cr_proxy_error_t err, const char *detail, size_t detail
                          const char *reason, bool keep_alive, char *out, size_t cap);
 
 /* Writes the X-Cf-Routererror value of err ("endpoint_failure (<reason>)"
- * for ENDPOINT_FAILURE and CLIENT_CLOSED), sanitised and NUL-terminated,
+ * for ENDPOINT_FAILURE, CLIENT_CLOSED and the TLS kinds), sanitised and NUL-terminated,
  * into out, e.g. for the access log. Returns its length (0 when the kind
  * has none), truncating to cap - 1. */
 size_t cr_proxy_error_router_error(cr_proxy_error_t err, const char *reason, char *out,

@@ -465,7 +465,7 @@ static void test_unknown_key_is_a_warning_not_an_error(void **state)
                           "  routes:\n"
                           "    port: 9082\n"
                           "    tls: false\n"
-                          "tls_pem:\n"
+                          "oauth:\n"
                           "- cert_chain: abc\n"
                           "  private_key: def\n");
     assert_int_equal(c->port, 80);
@@ -475,7 +475,7 @@ static void test_unknown_key_is_a_warning_not_an_error(void **state)
     assert_string_equal(c->warnings[1], "unknown key 'route_services_secret' (line 3)");
     assert_string_equal(c->warnings[2], "unknown key 'status.tls.port' (line 6)");
     assert_string_equal(c->warnings[3], "unknown key 'status.routes.tls' (line 9)");
-    assert_string_equal(c->warnings[4], "unknown key 'tls_pem' (line 10)");
+    assert_string_equal(c->warnings[4], "unknown key 'oauth' (line 10)");
     cr_config_destroy(c);
 }
 
@@ -744,7 +744,9 @@ static void test_gorouter_example_loads_with_warnings(void **state)
     assert_int_equal(c->sticky_session_cookie_names_len, 2);
     assert_true(c->suspend_pruning_if_nats_unavailable);
     assert_string_equal(c->access_log_file, "/var/vcap/sys/log/gorouter/access.log");
-    assert_true(has_warning(c, "unknown key 'tls_pem'"));
+    assert_false(has_warning(c, "tls_pem"));
+    assert_int_equal(c->tls_pem_len, 0);
+    assert_int_equal(c->forwarded_client_cert, CR_XFCC_SANITIZE_SET);
     assert_true(has_warning(c, "unknown key 'route_services_secret'"));
     assert_true(has_warning(c, "unknown key 'router_group'"));
     assert_true(has_warning(c, "unknown key 'status.tls.port'"));
