@@ -508,6 +508,14 @@ static char *build_varz(const cr_status_server_t *srv, size_t *len_out)
     json_object_set_new(o, "sticky_hits", json_integer((json_int_t)RT(&f, sticky_hits)));
     json_object_set_new(o, "sticky_misses", json_integer((json_int_t)RT(&f, sticky_misses)));
     json_object_set_new(o, "vcap_cookies_set", json_integer((json_int_t)RT(&f, vcap_cookies_set)));
+    json_t *sp = json_object();
+    json_object_set_new(sp, "requests", json_integer((json_int_t)RT(&f, persist_requests)));
+    json_object_set_new(sp, "hits", json_integer((json_int_t)RT(&f, persist_hits)));
+    json_object_set_new(sp, "rebalanced", json_integer((json_int_t)RT(&f, persist_rebalanced)));
+    json_object_set_new(sp, "rejected", json_integer((json_int_t)RT(&f, persist_rejected)));
+    json_object_set_new(sp, "cookies_set", json_integer((json_int_t)RT(&f, persist_cookies_set)));
+    json_object_set_new(sp, "learned", json_integer((json_int_t)RT(&f, persist_learned)));
+    json_object_set_new(o, "session_persistence", sp);
     json_object_set_new(o, "request_body_bytes", json_integer((json_int_t)RT(&f, request_body_bytes)));
     json_object_set_new(o, "response_body_bytes",
                         json_integer((json_int_t)RT(&f, response_body_bytes)));

@@ -33,6 +33,7 @@
 #include "config/config.h"
 #include "registry/nats_client.h"
 #include "registry/registry.h"
+#include "router/persist_sync.h"
 #include "router/router.h"
 
 #ifndef CROUTER_VERSION
@@ -177,6 +178,7 @@ static int run(const cr_config_t *cfg)
     char err[512] = "";
     cr_registry_t *reg = NULL;
     cr_nats_client_t *nats = NULL;
+    cr_persist_sync_t *learn_sync = NULL;
     cr_pruner_t *pruner = NULL;
     cr_router_t *rt = NULL;
     cr_status_server_t *status = NULL;
@@ -232,6 +234,10 @@ static int run(const cr_config_t *cfg)
         CR_LOG(CR_LOG_FATAL, COMPONENT, "cannot create the router: %s", err);
         goto out_pruner;
     }
+    /* Learn-table sharing is best effort: without it each router learns alone. */
+    learn_sync = cr_persist_sync_start(cr_router_learn_table(rt), cfg);
+    if (!learn_sync)
+        CR_WARN(COMPONENT, "session persistence learn table not shared over NATS");
     if (cr_router_start(rt) != 0) {
         CR_LOG(CR_LOG_FATAL, COMPONENT, "cannot start the router workers");
         goto out_router;
@@ -256,6 +262,7 @@ static int run(const cr_config_t *cfg)
 out_router_started:
     cr_router_stop(rt);
 out_router:
+    cr_persist_sync_stop(learn_sync);
     cr_router_destroy(rt);
 out_pruner:
     cr_pruner_stop(pruner);

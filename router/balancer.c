@@ -13,7 +13,9 @@
  * failures and take the next usable one; all overloaded is CONN_LIMIT.
  * Least-connection: the lowest in_flight from a random start (ties go to the
  * first in that rotation, i.e. at random), failures ignored.
- * Endpoints a request already tried are skipped by both; when they are all
+ * Hashing (session persistence source_ip/header): rendezvous over the
+ * usable endpoints, recently failed ones only when nothing else is left.
+ * Endpoints a request already tried are skipped by all; when they are all
  * that is left the pick fails (ENDPOINT_FAILURE), which stops retries.
  * Owns nothing.
  */
@@ -113,6 +115,41 @@ cr_endpoint_t *cr_balancer_least_conn(const cr_pool_t *pool, const cr_pick_opts_
     }
     if (!best)
         *err = any_not_overloaded ? CR_PERR_ENDPOINT_FAILURE : CR_PERR_CONN_LIMIT;
+    return best;
+}
+
+cr_endpoint_t *cr_balancer_hash(const cr_pool_t *pool, const cr_pick_opts_t *o, uint64_t key,
+                                cr_proxy_error_t *err)
+{
+    /* Rendezvous: the highest weight among usable endpoints, preferring
+     * ones not failed recently; a key moves only when its endpoint goes. */
+    cr_endpoint_t *best = NULL, *best_failed = NULL;
+    uint64_t best_w = 0, best_failed_w = 0;
+    bool any_not_overloaded = false;
+    for (uint32_t i = 0; i < pool->len; i++) {
+        cr_endpoint_t *ep = pool->endpoints[i];
+        if (cr_balancer_is_overloaded(ep, o->max_conns))
+            continue;
+        any_not_overloaded = true;
+        if (o->exclude_len && is_excluded(o, ep))
+            continue;
+        uint64_t w = cr_persist_hrw_score(key, cr_persist_endpoint_hash(ep));
+        if (cr_balancer_is_failed(ep, o->now_ns, o->fail_window_ns)) {
+            if (!best_failed || w > best_failed_w) {
+                best_failed = ep;
+                best_failed_w = w;
+            }
+        } else if (!best || w > best_w) {
+            best = ep;
+            best_w = w;
+        }
+    }
+    if (!best)
+        best = best_failed;
+    if (!best)
+        *err = pool->len == 0         ? CR_PERR_NO_ENDPOINTS
+               : any_not_overloaded ? CR_PERR_ENDPOINT_FAILURE
+                                    : CR_PERR_CONN_LIMIT;
     return best;
 }
 

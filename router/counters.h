@@ -30,6 +30,12 @@ typedef struct cr_router_counters {
     cr_counter_t sticky_hits;            /* ... and were served by it */
     cr_counter_t sticky_misses;          /* ... and were not (gone, overloaded, unknown) */
     cr_counter_t vcap_cookies_set;       /* __VCAP_ID__ Set-Cookie lines added */
+    cr_counter_t persist_requests;       /* requests on routes whose session_persistence is not vcap */
+    cr_counter_t persist_hits;           /* ... served by the endpoint their session named */
+    cr_counter_t persist_rebalanced;     /* ... whose named endpoint was gone or unusable */
+    cr_counter_t persist_rejected;       /* crouter cookies refused: bad MAC, malformed or expired */
+    cr_counter_t persist_cookies_set;    /* persistence Set-Cookie lines added or rewritten */
+    cr_counter_t persist_learned;        /* learn-table bindings stored from this router's traffic */
     cr_counter_t request_body_bytes;
     cr_counter_t response_body_bytes;
     cr_counter_t response_time_us_total; /* sum over proxied responses, for a mean */

@@ -59,6 +59,10 @@ static const cr_proxy_error_info_t error_table[CR_PERR__COUNT] = {
                                   "endpoint_failure"},
     [CR_PERR_CLIENT_CLOSED] = {499, "Client Closed Request", "endpoint_failure",
                                "client closed the connection", NULL, "client_closed"},
+    [CR_PERR_SESSION_GONE] = {503, "Service Unavailable", "session_endpoint_unavailable",
+                              "The endpoint of this session on route ('%s') is no longer "
+                              "available.",
+                              "no-cache, no-store", "session_endpoint_unavailable"},
     /* TLS to backends: gorouter's error_handler codes, each with the reason. */
     [CR_PERR_TLS_HANDSHAKE] = {525, "SSL Handshake Failed", "endpoint_failure",
                                "Registered endpoint failed to handle the request.", NULL,

@@ -23,6 +23,7 @@ typedef enum {
     CR_PERR_CONN_LIMIT,           /* 503 Connection Limit Reached */
     CR_PERR_ENDPOINT_FAILURE,     /* 502 endpoint_failure (<reason>) */
     CR_PERR_CLIENT_CLOSED,        /* 499, logged only: the client went away */
+    CR_PERR_SESSION_GONE,         /* 503 session_endpoint_unavailable: persistence with fallback: false */
     CR_PERR_TLS_HANDSHAKE,        /* 525 endpoint_failure (<reason>): backend not TLS, or its handshake failed */
     CR_PERR_TLS_UNTRUSTED,        /* 526 endpoint_failure (<reason>): backend certificate untrusted or expired */
     CR_PERR_TLS_HOSTNAME,         /* 503 endpoint_failure (<reason>): certificate not valid for server_cert_domain_san */

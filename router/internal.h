@@ -24,6 +24,7 @@
 #include "router/counters.h"
 #include "router/errors.h"
 #include "router/http1.h"
+#include "router/persistence.h"
 #include "router/router.h"
 #include "router/sticky.h"
 
@@ -173,6 +174,10 @@ cr_endpoint_t *cr_balancer_round_robin(cr_route_t *route, const cr_pool_t *pool,
 /* Lowest in_flight, random tie-break; failures ignored. */
 cr_endpoint_t *cr_balancer_least_conn(const cr_pool_t *pool, const cr_pick_opts_t *o,
                                       cr_proxy_error_t *err);
+/* Consistent hashing of key (rendezvous): the same key keeps its endpoint
+ * while that endpoint stays usable. */
+cr_endpoint_t *cr_balancer_hash(const cr_pool_t *pool, const cr_pick_opts_t *o, uint64_t key,
+                                cr_proxy_error_t *err);
 /* The whole choice: the sticky instance when usable, else the route's
  * algorithm. sticky_id NULL = not sticky. Call in a read section. */
 void cr_balancer_choose(cr_route_t *route, const cr_pool_t *pool, const cr_pick_opts_t *o,
@@ -190,10 +195,26 @@ typedef enum {
     CR_CS_CLOSING,                /* closed; reaped at the end of the iteration */
 } cr_client_state_t;
 
+/* Session persistence of one request on a route whose mode is not vcap
+ * (persist_proxy.c). All zero on vcap routes: policy == NULL means none of
+ * it applies. */
+typedef struct cr_persist_exchange {
+    const cr_persist_policy_t *policy; /* borrowed from owner's allocation, or the config's */
+    cr_endpoint_t *owner;         /* ref: the endpoint whose allocation holds policy; NULL = config */
+    uint64_t route_hash;          /* learn: cr_persist_hash of the route key */
+    uint64_t value_hash;          /* learn: keyed hash of the request's session value; 0 = none */
+    uint64_t prefix_id;           /* prefix: identity token of the request's cookie; 0 = none */
+    cr_persist_cookie_t cookie;   /* insert/rewrite: the request's cookie, when has_cookie */
+    bool has_cookie;              /* insert/rewrite: a genuine, unexpired cookie */
+    bool bound;                   /* the request named an endpoint (cookie, prefix, table) */
+    bool hit;                     /* ... and that endpoint was chosen */
+} cr_persist_exchange_t;
+
 /* Everything whose life is one request; zeroed when a request starts. */
 typedef struct cr_exchange {
     cr_http_request_t req;        /* slices into conn->cin, valid until the exchange ends */
     cr_sticky_request_t sticky;
+    cr_persist_exchange_t persist;
     uint32_t hstart;              /* head offset in cin */
     /* request body in cin: [hstart+head_len, ...) */
     uint32_t b_fwd;               /* next byte of cin to forward */
@@ -293,6 +314,26 @@ void cr_proxy__quickack(cr_io_t *io, uint8_t *count);
 int cr_relay__pump_response(cr_conn_t *c);
 /* relay.c: TUNNEL state step; true on a state change. */
 bool cr_relay__step_tunnel(cr_conn_t *c);
+/* persist_proxy.c: session persistence beyond gorouter on the data path.
+ * The policy in effect for a route: its first endpoint's, else the config's. */
+const cr_persist_policy_t *cr_persist__route_policy(const cr_router_t *rt, const cr_pool_t *pool);
+/* Request side, in the read section of begin_attempt(): on the first
+ * attempt records the policy (taking a ref on its owner) and the request's
+ * key, then picks into out like cr_balancer_choose(). */
+void cr_persist__choose(cr_conn_t *c, cr_route_t *route, const cr_pool_t *pool,
+                        const cr_persist_policy_t *pol, const cr_pick_opts_t *o, bool first,
+                        cr_pick_result_t *out);
+/* Cookie edits for the backend-bound head (indirect, prefix removal). */
+struct cr_request_rewrite;
+void cr_persist__request_rewrite(const cr_conn_t *c, struct cr_request_rewrite *rw);
+/* Response side: writes the lines to add (Set-Cookie, Cache-Control) into
+ * extra and names the backend header to drop (index + 1, 0 = none) when a
+ * Set-Cookie is replaced; learns bindings. Returns bytes written. */
+int cr_persist__response(cr_conn_t *c, const cr_http_response_t *resp, char *extra, size_t cap,
+                         uint32_t *drop_header);
+/* Drops the exchange's policy reference (end of the exchange). */
+void cr_persist__release(cr_conn_t *c);
+
 /* A new accepted connection (state READ_HEAD). */
 void cr_proxy__on_accept(cr_conn_t *c);
 /* Client socket events and timers. */
@@ -350,6 +391,7 @@ struct cr_router {
     cr_http_limits_t req_limits;
     cr_http_limits_t resp_limits;
     int64_t fail_window_ns;
+    cr_persist_learn_t *learn;    /* owned: the learn table of session persistence */
     size_t conn_size;             /* sizeof(cr_conn_t) + the header array */
 };
 

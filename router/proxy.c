@@ -152,6 +152,8 @@ void cr_proxy__drop_in_flight(cr_conn_t *c)
 static void release_endpoints(cr_conn_t *c)
 {
     cr_proxy__drop_in_flight(c);
+    if (CR_UNLIKELY(c->ex.persist.policy != NULL))
+        cr_persist__release(c);
     cr_endpoint_release(c->ex.ep);
     c->ex.ep = NULL;
     for (uint32_t i = 0; i < c->ex.tried_len; i++)
@@ -621,6 +623,8 @@ static bool build_request_head(cr_conn_t *c)
         .over_tls = false,
         .upstream_keep_alive = !cfg_of(c)->disable_keep_alives,
     };
+    if (CR_UNLIKELY(ex->persist.policy != NULL))
+        cr_persist__request_rewrite(c, &rw);
     uint32_t need = ex->req.head_len + CR_SLACK_HEAD;
     if (need <= CR_BUF_SIZE)
         cr_buf_acquire(w, &c->rq_out);
@@ -707,8 +711,15 @@ static bool begin_attempt(cr_conn_t *c, bool first)
             pick.err = rt->cfg->empty_pool_response_code_503 ? CR_PERR_NO_ENDPOINTS
                                                              : CR_PERR_UNKNOWN_ROUTE;
         } else {
-            cr_balancer_choose((cr_route_t *)route, pool, &opts, ex->sticky.instance_id,
-                               ex->sticky.instance_id_len, ex->sticky.must_be_sticky, &pick);
+            /* Session persistence: the route's mode, unless it is gorouter's. */
+            const cr_persist_policy_t *pol = ex->persist.policy;
+            if (!pol)
+                pol = cr_persist__route_policy(rt, pool);
+            if (CR_LIKELY(pol->mode == CR_PERSIST_VCAP))
+                cr_balancer_choose((cr_route_t *)route, pool, &opts, ex->sticky.instance_id,
+                                   ex->sticky.instance_id_len, ex->sticky.must_be_sticky, &pick);
+            else
+                cr_persist__choose(c, (cr_route_t *)route, pool, pol, &opts, first, &pick);
         }
     }
     if (pick.ep) {

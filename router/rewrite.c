@@ -25,6 +25,10 @@
  * (an absolute-form target reduced to its origin-form path and query) but
  * always as HTTP/1.1. Endpoint fields come from NATS messages and are
  * copied without control bytes, so a registration cannot inject lines.
+ * Session persistence edits one cookie of the Cookie headers on the way
+ * (crouter's own cookie removed, or the identity prefix cut off the app's
+ * session cookie) in the same copying pass, and may leave out one response
+ * header (a Set-Cookie it replaces with its own line).
  *
  * Pure functions; any thread.
  */
@@ -146,6 +150,7 @@ typedef enum {
     H_X_CF_INSTANCEID,
     H_X_CF_APP_INSTANCE,
     H_X_CF_PROXY_SIGNATURE,
+    H_COOKIE,
 } hclass_t;
 
 static inline unsigned char lower(unsigned char c)
@@ -206,6 +211,8 @@ static hclass_t classify(const char *name, size_t len)
         return IS("te") ? H_TE : H_OTHER;
     case 4:
         return IS("host") ? H_HOST : H_OTHER;
+    case 6:
+        return c0 == 'c' && IS("cookie") ? H_COOKIE : H_OTHER;
     case 7:
         if (c0 == 't')
             return IS("trailer") ? H_TRAILER : H_OTHER;
@@ -361,6 +368,89 @@ static bool te_lists_trailers(const cr_http_header_t *h)
     return false;
 }
 
+/* --- session persistence cookie edits --------------------------------------- */
+
+static bool is_b64url(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '_';
+}
+
+/* Whether v[0..n) starts with a prefix-mode identity: 11 base64url
+ * characters and '~' (router/persistence.h). */
+static bool has_id_prefix(const char *v, size_t n)
+{
+    if (n < 12 || v[11] != '~')
+        return false;
+    for (int i = 0; i < 11; i++)
+        if (!is_b64url(v[i]))
+            return false;
+    return true;
+}
+
+static inline bool is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* A Cookie header with rw's cookie edited: the other pairs are copied as
+ * sent (trimmed, joined by "; "); pairs named rw->cookie_name are left out
+ * (cookie_strip) or lose their identity prefix (cookie_unprefix). The
+ * header is left out when no pair remains. */
+static void put_cookie_edited(out_t *o, const cr_http_header_t *h, const cr_request_rewrite_t *rw)
+{
+    char *mark = o->p;
+    const bool was_overflow = o->overflow;
+    put(o, h->name, h->name_len);
+    PUT_LIT(o, ": ");
+    size_t kept = 0;
+    const char *p = h->value, *end = h->value + h->value_len;
+    while (p < end) {
+        const char *semi = memchr(p, ';', (size_t)(end - p));
+        const char *s = p, *e = semi ? semi : end;
+        p = semi ? semi + 1 : end;
+        while (s < e && is_ows(*s))
+            s++;
+        while (e > s && is_ows(e[-1]))
+            e--;
+        if (s == e)
+            continue;
+        const char *eq = memchr(s, '=', (size_t)(e - s));
+        bool match = false;
+        const char *val = e;
+        if (eq) {
+            const char *ne = eq;
+            while (ne > s && is_ows(ne[-1]))
+                ne--;
+            match = (size_t)(ne - s) == rw->cookie_name_len &&
+                    memcmp(s, rw->cookie_name, rw->cookie_name_len) == 0;
+            val = eq + 1;
+            while (val < e && is_ows(*val))
+                val++;
+        }
+        if (match && rw->cookie_strip)
+            continue;
+        if (kept++)
+            PUT_LIT(o, "; ");
+        if (match && rw->cookie_unprefix) {
+            const char *v = val < e && *val == '"' ? val + 1 : val;
+            if (has_id_prefix(v, (size_t)(e - v))) {
+                put(o, s, (size_t)(v - s));
+                put(o, v + 12, (size_t)(e - v - 12));
+                continue;
+            }
+        }
+        put(o, s, (size_t)(e - s));
+    }
+    if (kept == 0) {
+        /* Only the name was written: take it back. */
+        o->p = mark;
+        o->overflow = was_overflow;
+        return;
+    }
+    PUT_LIT(o, "\r\n");
+}
+
 /* --- request ------------------------------------------------------------ */
 
 int cr_rewrite_request_head(const cr_request_rewrite_t *rw, char *buf, size_t cap)
@@ -432,6 +522,12 @@ int cr_rewrite_request_head(const cr_request_rewrite_t *rw, char *buf, size_t ca
         case H_X_CF_PROXY_SIGNATURE:
             /* Route-service traffic; forwarded as is. */
             put_header(&o, h);
+            break;
+        case H_COOKIE:
+            if (rw->cookie_name)
+                put_cookie_edited(&o, h, rw);
+            else
+                put_header(&o, h);
             break;
         case H_CONNECTION:
         case H_KEEP_ALIVE:
@@ -577,6 +673,8 @@ int cr_rewrite_response_head(const cr_response_rewrite_t *rw, char *buf, size_t 
     bool has_request_id = false;
     for (uint32_t i = 0; i < n; i++) {
         const cr_http_header_t *h = &hs[i];
+        if (CR_UNLIKELY(rw->drop_header == i + 1))
+            continue;
         hclass_t c = classify(h->name, h->name_len);
         if (!framing_class(c) && listed_has(&listed, h))
             continue;

@@ -32,6 +32,12 @@ typedef struct cr_request_rewrite {
     int64_t received_at_ms;       /* epoch ms, for X-Request-Start */
     bool over_tls;                /* X-Forwarded-Proto when absent */
     bool upstream_keep_alive;     /* false: send "Connection: close" */
+    /* Session persistence: one cookie of the Cookie headers edited on the
+     * way (every pair of that name). NULL = Cookie headers go as sent. */
+    const char *cookie_name;
+    size_t cookie_name_len;
+    bool cookie_strip;            /* remove the pair (insert with indirect) */
+    bool cookie_unprefix;         /* cut a "<11 base64url>~" prefix off its value (prefix mode) */
 } cr_request_rewrite_t;
 
 /* Writes the backend-bound head into out. Returns its length, or CR_ETOOBIG
@@ -46,6 +52,8 @@ typedef struct cr_response_rewrite {
     uint8_t client_version_minor; /* HTTP/1.0 clients get HTTP/1.0-correct Connection headers */
     const char *extra;            /* complete "Name: value\r\n" lines to append, or NULL */
     size_t extra_len;
+    uint32_t drop_header;         /* index + 1 of a response header left out (its replacement
+                                     is in extra); 0 = none */
 } cr_response_rewrite_t;
 
 /* Writes the client-bound head into out. Returns its length or CR_ETOOBIG. */

@@ -11,7 +11,7 @@
  * Threads: create/start/stop/destroy from the owner's thread; drain,
  * open_connections, get_counters and reopen_logs from any thread (atomics,
  * eventfd wake-ups). Owns: the workers, the listeners until the workers take
- * them, the access log.
+ * them, the access log, the session persistence learn table.
  */
 #include "router/internal.h"
 
@@ -78,6 +78,9 @@ cr_router_t *cr_router_create(const cr_config_t *cfg, cr_registry_t *reg, char *
     rt->fail_window_ns = cfg->droplet_stale_threshold_ns / 4;
     rt->conn_size = sizeof(cr_conn_t) + (size_t)max_headers * sizeof(cr_http_header_t);
     rt->workers = cr_xcalloc(rt->n_workers, sizeof(cr_worker_t *));
+    /* Always there: a register message may turn learn mode on for any route.
+     * Sized by the config's table_size; pages are touched only when used. */
+    rt->learn = cr_persist_learn_create(cfg->session_persistence.table_size);
 
     if (cfg->access_log_file && cfg->access_log_file[0]) {
         char lerr[256] = "";
@@ -164,6 +167,7 @@ void cr_router_destroy(cr_router_t *rt)
     for (uint32_t i = 0; i < rt->n_workers; i++)
         cr_worker__destroy(rt->workers[i]);
     free(rt->workers);
+    cr_persist_learn_destroy(rt->learn);
     cr_access_log_close(rt->access_log);
     free(rt);
 }
@@ -189,6 +193,11 @@ void cr_router_get_counters(const cr_router_t *rt, cr_router_counters_t *out)
         }
         atomic_store_explicit(&dst[k], sum, memory_order_relaxed);
     }
+}
+
+struct cr_persist_learn *cr_router_learn_table(cr_router_t *rt)
+{
+    return rt->learn;
 }
 
 uint64_t cr_router_access_log_dropped(const cr_router_t *rt)

@@ -47,6 +47,10 @@ void cr_router_reopen_logs(cr_router_t *rt);
 /* Sums every worker's counters into out (any thread). */
 void cr_router_get_counters(const cr_router_t *rt, cr_router_counters_t *out_plain);
 
+/* The learn table of session persistence (router/persistence.h), valid
+ * until cr_router_destroy(); any thread. */
+struct cr_persist_learn *cr_router_learn_table(cr_router_t *rt);
+
 /* Access log lines dropped (queue full). */
 uint64_t cr_router_access_log_dropped(const cr_router_t *rt);
 
