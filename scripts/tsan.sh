@@ -5,7 +5,8 @@
 # tests (crouter's workers, NATS thread, pruner and status server together).
 #
 # Usage: scripts/tsan.sh [extra ctest arguments, e.g. -R nats]
-# Environment: CROUTER_NO_INSTALL=1, CROUTER_TEST_JOBS=2, TSAN_OPTIONS.
+# Environment: CROUTER_NO_INSTALL=1, CROUTER_TEST_JOBS=2, TSAN_OPTIONS (the
+# default adds scripts/tsan.supp: OpenSSL, which is not instrumented).
 # Ends with "N passed, M failed"; exits 1 when anything failed.
 set -euo pipefail
 
@@ -14,7 +15,7 @@ cd "$ROOT"
 
 BUILD_DIR=build-tsan
 TEST_JOBS=${CROUTER_TEST_JOBS:-2}
-export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:history_size=4}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:history_size=4:suppressions=$ROOT/scripts/tsan.supp}
 
 [[ ${CROUTER_NO_INSTALL:-0} == 1 ]] || scripts/install-deps.sh
 
