@@ -12,13 +12,21 @@
  * - "router.greet", answered on its own thread with the router.start payload,
  *   so a greet is not queued behind a registration burst.
  * router.start is published after the first connect, after every reconnect
- * and, from a small thread, every publish_start_message_interval.
+ * and, from the supervisor thread, every publish_start_message_interval.
+ *
+ * nats.c retries lost connections by itself, but gives up for good on errors
+ * it will not retry (a server certificate that does not verify, for one) and
+ * then only calls the closed callback. The supervisor thread notices such a
+ * close, destroys the connection and builds a new one after a backoff
+ * (1 s doubling to 10 s), for as long as the router runs: routes are kept
+ * meanwhile and NATS comes back when the cause is fixed.
  *
  * Threads: nats.c's delivery threads (message handlers), its callback thread
- * (connected, disconnected, reconnected, closed, errors), the announcer
- * thread, and any reader of the getters. Shared state is atomic; the
- * registry serialises its own writers.
- * Owns: the nats.c options, connection and subscriptions, the announcer
+ * (connected, disconnected, reconnected, closed, errors), the supervisor
+ * thread (the only one that replaces the connection after start), and any
+ * reader of the getters. Shared state is atomic or under mu; the registry
+ * serialises its own writers.
+ * Owns: the nats.c options, connection and subscriptions, the supervisor
  * thread and the router.start payload.
  */
 #include "registry/nats_client.h"
@@ -50,8 +58,17 @@
 #define PENDING_MSGS_LIMIT (2 * 1000 * 1000) /* nats.c derives a bytes limit of 1 KiB per message: keep it < 2^31 */
 #define PENDING_BYTES_LIMIT (1024 * 1024 * 1024)
 #define LOG_INTERVAL_NS (5 * CR_NS_PER_SEC)
+#define RECREATE_BACKOFF_MIN_NS (1 * CR_NS_PER_SEC)
+#define RECREATE_BACKOFF_MAX_NS (10 * CR_NS_PER_SEC)
 
-enum { SUB_ROUTER, SUB_GREET, SUB__COUNT };
+enum { SUB_ROUTER, SUB_GREET, SUB_EXTRA0, SUB__COUNT = SUB_EXTRA0 + CR_NATS_MAX_EXTRA_SUBS };
+
+/* A subscription another module asked for (cr_nats_client_add_subscription). */
+typedef struct {
+    char *subject;                /* owned */
+    cr_nats_msg_fn fn;
+    void *arg;
+} extra_sub_t;
 
 struct cr_nats_client {
     const cr_config_t *cfg;       /* borrowed */
@@ -62,7 +79,10 @@ struct cr_nats_client {
     size_t start_payload_len;
 
     natsOptions *opts;            /* owned */
-    natsConnection *conn;         /* owned; set once by start, before the announcer runs */
+    natsConnection *conn;         /* owned; replaced only by start and the supervisor, under conn_lock (write) */
+    pthread_rwlock_t conn_lock;   /* read: use conn from another thread; write: replace it */
+    extra_sub_t extra[CR_NATS_MAX_EXTRA_SUBS];
+    size_t extra_len;
     natsSubscription *subs[SUB__COUNT]; /* owned */
 
     _Atomic int64_t connected_since_ns; /* monotonic; 0 while disconnected */
@@ -80,14 +100,14 @@ struct cr_nats_client {
     cr_log_ratelimit_t slow_rl;
     cr_log_ratelimit_t publish_rl;
 
-    /* The announcer thread and the shutdown handshake. */
+    /* The supervisor thread and the shutdown handshake. */
     pthread_mutex_t mu;
     pthread_cond_t cond;          /* CLOCK_MONOTONIC */
     bool stopping;                /* under mu */
-    bool closed;                  /* under mu: the closed callback ran */
+    bool closed;                  /* under mu: the closed callback ran for the current connection */
     int subs_live;                /* under mu: subscriptions whose handler may still run */
-    bool announcer_running;
-    pthread_t announcer;
+    bool supervisor_running;
+    pthread_t supervisor;
 };
 
 /* --- Helpers ----------------------------------------------------------- */
@@ -199,7 +219,7 @@ static void on_closed(natsConnection *conn, void *closure)
          * as a server certificate that does not verify: say which. */
         const char *why = NULL;
         natsConnection_GetLastError(conn, &why);
-        CR_ERROR(COMPONENT, "connection closed unexpectedly; routes are no longer updated error=\"%s\"",
+        CR_ERROR(COMPONENT, "connection closed unexpectedly; routes are kept, updates resume once it is recreated error=\"%s\"",
                  why && why[0] ? why : "-");
     }
 }
@@ -290,32 +310,6 @@ static void on_greet(natsConnection *conn, natsSubscription *sub, natsMsg *msg, 
     natsMsg_Destroy(msg);
 }
 
-/* --- Announcer thread ------------------------------------------------- */
-
-static void *announcer_main(void *arg)
-{
-    cr_nats_client_t *nc = arg;
-    int64_t interval = nc->cfg->publish_start_message_interval_ns;
-    pthread_mutex_lock(&nc->mu);
-    while (!nc->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t deadline = (int64_t)ts.tv_sec * CR_NS_PER_SEC + ts.tv_nsec + interval;
-        ts.tv_sec = (time_t)(deadline / CR_NS_PER_SEC);
-        ts.tv_nsec = (long)(deadline % CR_NS_PER_SEC);
-        while (!nc->stopping && pthread_cond_timedwait(&nc->cond, &nc->mu, &ts) == 0) {
-        }
-        if (nc->stopping)
-            break;
-        pthread_mutex_unlock(&nc->mu);
-        if (cr_nats_client_is_connected(nc))
-            publish_start(nc, nc->conn, "interval");
-        pthread_mutex_lock(&nc->mu);
-    }
-    pthread_mutex_unlock(&nc->mu);
-    return NULL;
-}
-
 /* --- Public ------------------------------------------------------------ */
 
 cr_nats_client_t *cr_nats_client_create(const cr_config_t *cfg, cr_registry_t *reg)
@@ -329,6 +323,7 @@ cr_nats_client_t *cr_nats_client_create(const cr_config_t *cfg, cr_registry_t *r
     build_start_payload(nc);
 
     pthread_mutex_init(&nc->mu, NULL);
+    pthread_rwlock_init(&nc->conn_lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -449,25 +444,53 @@ static natsStatus subscribe(cr_nats_client_t *nc, int which, const char *subject
     return natsSubscription_SetPendingLimits(sub, PENDING_MSGS_LIMIT, PENDING_BYTES_LIMIT);
 }
 
-int cr_nats_client_start(cr_nats_client_t *nc)
+static void on_extra_msg(natsConnection *conn, natsSubscription *sub, natsMsg *msg, void *closure)
 {
-    if (build_options(nc) != 0)
-        return -1;
+    const extra_sub_t *x = closure;
+    x->fn(x->arg, natsMsg_GetSubject(msg), natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
+    natsMsg_Destroy(msg);
+}
 
-    natsStatus s = natsConnection_Connect(&nc->conn, nc->opts);
+/* Creates the connection and its subscriptions. 0 when the connection
+ * exists (connected, or retrying in the background); -1 when it failed for
+ * good, after logging why (the supervisor then retries later). Called by
+ * start and then only by the supervisor, never concurrently. */
+static int connect_and_subscribe(cr_nats_client_t *nc)
+{
+    pthread_mutex_lock(&nc->mu);
+    nc->closed = false;
+    pthread_mutex_unlock(&nc->mu);
+
+    natsConnection *conn = NULL;
+    natsStatus s = natsConnection_Connect(&conn, nc->opts);
+    pthread_rwlock_wrlock(&nc->conn_lock);
+    nc->conn = conn;
+    pthread_rwlock_unlock(&nc->conn_lock);
     bool connected_now = s == NATS_OK;
     if (s == NATS_NOT_YET_CONNECTED) {
         CR_WARN(COMPONENT, "not connected to NATS yet; retrying every %d ms", RECONNECT_WAIT_MS);
         s = NATS_OK;
     }
     if (s != NATS_OK) {
-        CR_ERROR(COMPONENT, "connect failed error=\"%s\"", natsStatus_GetText(s));
+        CR_ERROR(COMPONENT, "connect failed error=\"%s\" detail=\"%s\"", natsStatus_GetText(s),
+                 nats_GetLastError(NULL));
         return -1;
     }
     /* Subscriptions made before the connection is up are sent when it is. */
     s = subscribe(nc, SUB_ROUTER, "router.*", on_router_msg);
     if (s == NATS_OK)
         s = subscribe(nc, SUB_GREET, "router.greet", on_greet);
+    for (size_t i = 0; s == NATS_OK && i < nc->extra_len; i++) {
+        natsSubscription *sub = NULL;
+        s = natsConnection_Subscribe(&sub, nc->conn, nc->extra[i].subject, on_extra_msg, &nc->extra[i]);
+        if (s == NATS_OK) {
+            nc->subs[SUB_EXTRA0 + i] = sub;
+            pthread_mutex_lock(&nc->mu);
+            nc->subs_live++;
+            pthread_mutex_unlock(&nc->mu);
+            s = natsSubscription_SetOnCompleteCB(sub, on_sub_complete, nc);
+        }
+    }
     if (s != NATS_OK) {
         /* The deferred first connect can already have failed for good (a TLS
          * handshake error closes the connection at once); name that error,
@@ -489,32 +512,16 @@ int cr_nats_client_start(cr_nats_client_t *nc)
         natsConnection_Flush(nc->conn);
         publish_start(nc, nc->conn, "connect");
     }
-
-    if (nc->cfg->publish_start_message_interval_ns > 0) {
-        if (pthread_create(&nc->announcer, NULL, announcer_main, nc) != 0) {
-            CR_ERROR(COMPONENT, "cannot start the router.start announcer thread");
-            return -1;
-        }
-        nc->announcer_running = true;
-    }
     return 0;
 }
 
-void cr_nats_client_destroy(cr_nats_client_t *nc)
+/* Closes the connection if needed, waits until nats.c is done with our
+ * callbacks (closed callback ran, no handler can still be in the registry),
+ * and frees it. Called by the supervisor and by destroy. */
+static void teardown_connection(cr_nats_client_t *nc)
 {
-    if (!nc)
-        return;
-    pthread_mutex_lock(&nc->mu);
-    nc->stopping = true;
-    pthread_cond_broadcast(&nc->cond);
-    pthread_mutex_unlock(&nc->mu);
-    if (nc->announcer_running)
-        pthread_join(nc->announcer, NULL);
-
     if (nc->conn) {
         natsConnection_Close(nc->conn);
-        /* Wait until nats.c has finished with us: the closed callback has run
-         * and no message handler can still be inside the registry. */
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_sec += 5;
@@ -531,14 +538,133 @@ void cr_nats_client_destroy(cr_nats_client_t *nc)
         natsSubscription_Destroy(nc->subs[i]);
         nc->subs[i] = NULL;
     }
+    pthread_rwlock_wrlock(&nc->conn_lock);
     natsConnection_Destroy(nc->conn);
     nc->conn = NULL;
+    pthread_rwlock_unlock(&nc->conn_lock);
+    atomic_store(&nc->connected_since_ns, 0);
+}
+
+/* --- Supervisor thread ------------------------------------------------- */
+
+static struct timespec mono_timespec(int64_t ns)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ns / CR_NS_PER_SEC), .tv_nsec = (long)(ns % CR_NS_PER_SEC)};
+    return ts;
+}
+
+/* Publishes router.start every publish_start_message_interval (0: never) and
+ * rebuilds the connection after nats.c closed it for good. States: idle
+ * (waiting for the next announcement or a close), backing off (closed,
+ * waiting until recreate_at), recreating (mu released). */
+static void *supervisor_main(void *arg)
+{
+    cr_nats_client_t *nc = arg;
+    int64_t interval = nc->cfg->publish_start_message_interval_ns;
+    int64_t next_announce = interval > 0 ? cr_now_mono_ns() + interval : INT64_MAX;
+    int64_t backoff = RECREATE_BACKOFF_MIN_NS;
+    int64_t recreate_at = 0; /* 0: the connection is not known to be closed */
+
+    pthread_mutex_lock(&nc->mu);
+    while (!nc->stopping) {
+        int64_t now = cr_now_mono_ns();
+        if (nc->closed && recreate_at == 0) {
+            recreate_at = now + backoff;
+            CR_WARN(COMPONENT, "connection closed for good; recreating it in %lld ms",
+                    (long long)(backoff / CR_NS_PER_MS));
+        }
+        if (recreate_at != 0 && now >= recreate_at) {
+            pthread_mutex_unlock(&nc->mu);
+            teardown_connection(nc);
+            bool ok = connect_and_subscribe(nc) == 0;
+            pthread_mutex_lock(&nc->mu);
+            recreate_at = 0;
+            backoff = ok ? RECREATE_BACKOFF_MIN_NS
+                         : (backoff * 2 > RECREATE_BACKOFF_MAX_NS ? RECREATE_BACKOFF_MAX_NS : backoff * 2);
+            if (!ok)
+                nc->closed = true; /* the failed attempt left nothing open: back off and retry */
+            continue;
+        }
+        if (now >= next_announce) {
+            pthread_mutex_unlock(&nc->mu);
+            if (cr_nats_client_is_connected(nc))
+                publish_start(nc, nc->conn, "interval");
+            pthread_mutex_lock(&nc->mu);
+            next_announce = now + interval;
+            continue;
+        }
+        int64_t wake = next_announce;
+        if (recreate_at != 0 && recreate_at < wake)
+            wake = recreate_at;
+        if (wake == INT64_MAX) {
+            pthread_cond_wait(&nc->cond, &nc->mu);
+        } else {
+            struct timespec ts = mono_timespec(wake);
+            pthread_cond_timedwait(&nc->cond, &nc->mu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&nc->mu);
+    return NULL;
+}
+
+int cr_nats_client_start(cr_nats_client_t *nc)
+{
+    if (build_options(nc) != 0)
+        return -1;
+    if (connect_and_subscribe(nc) != 0) {
+        /* Not fatal (unlike gorouter): the supervisor keeps trying. */
+        pthread_mutex_lock(&nc->mu);
+        nc->closed = true;
+        pthread_mutex_unlock(&nc->mu);
+    }
+    if (pthread_create(&nc->supervisor, NULL, supervisor_main, nc) != 0) {
+        CR_ERROR(COMPONENT, "cannot start the NATS supervisor thread");
+        return -1;
+    }
+    nc->supervisor_running = true;
+    return 0;
+}
+
+void cr_nats_client_destroy(cr_nats_client_t *nc)
+{
+    if (!nc)
+        return;
+    pthread_mutex_lock(&nc->mu);
+    nc->stopping = true;
+    pthread_cond_broadcast(&nc->cond);
+    pthread_mutex_unlock(&nc->mu);
+    if (nc->supervisor_running)
+        pthread_join(nc->supervisor, NULL);
+
+    teardown_connection(nc);
     natsOptions_Destroy(nc->opts);
     nc->opts = NULL;
+    for (size_t i = 0; i < nc->extra_len; i++)
+        free(nc->extra[i].subject);
+    pthread_rwlock_destroy(&nc->conn_lock);
     pthread_cond_destroy(&nc->cond);
     pthread_mutex_destroy(&nc->mu);
     free(nc->start_payload);
     free(nc);
+}
+
+int cr_nats_client_add_subscription(cr_nats_client_t *nc, const char *subject, cr_nats_msg_fn fn,
+                                    void *arg)
+{
+    if (nc->extra_len >= CR_NATS_MAX_EXTRA_SUBS || nc->conn || !subject || !fn)
+        return -1;
+    nc->extra[nc->extra_len++] = (extra_sub_t){.subject = cr_xstrdup(subject), .fn = fn, .arg = arg};
+    return 0;
+}
+
+int cr_nats_client_publish(cr_nats_client_t *nc, const char *subject, const void *data, size_t len)
+{
+    int rc = -1;
+    pthread_rwlock_rdlock(&nc->conn_lock);
+    if (nc->conn && natsConnection_Publish(nc->conn, subject, data, (int)len) == NATS_OK)
+        rc = 0;
+    pthread_rwlock_unlock(&nc->conn_lock);
+    return rc;
 }
 
 bool cr_nats_client_is_connected(const cr_nats_client_t *nc)

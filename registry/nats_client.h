@@ -53,6 +53,25 @@ const char *cr_nats_client_router_id(const cr_nats_client_t *nc);
 
 void cr_nats_client_get_stats(const cr_nats_client_t *nc, cr_nats_stats_t *out);
 
+/* Other modules' traffic on the router's connection (e.g. the learn-table
+ * sync of session persistence). The connection may be rebuilt while the
+ * router runs, so nobody outside this module holds a natsConnection. */
+
+/* Handler for cr_nats_client_add_subscription(); runs on a nats.c delivery
+ * thread; data is valid only during the call. */
+typedef void (*cr_nats_msg_fn)(void *arg, const char *subject, const char *data, size_t len);
+
+/* Subscribes fn to subject on the current connection and on every one the
+ * client builds later. Call before cr_nats_client_start(). At most
+ * CR_NATS_MAX_EXTRA_SUBS. 0 or -1. */
+#define CR_NATS_MAX_EXTRA_SUBS 4
+int cr_nats_client_add_subscription(cr_nats_client_t *nc, const char *subject, cr_nats_msg_fn fn,
+                                    void *arg);
+
+/* Publishes data on subject over the current connection (buffered by nats.c
+ * while it reconnects). Any thread. 0, or -1 when there is no connection. */
+int cr_nats_client_publish(cr_nats_client_t *nc, const char *subject, const void *data, size_t len);
+
 /* Adapter for cr_pruner_start(): arg is the cr_nats_client_t. */
 bool cr_nats_client_up_fn(void *arg);
 
