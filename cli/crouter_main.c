@@ -217,30 +217,31 @@ static int run(const cr_config_t *cfg)
         CR_LOG(CR_LOG_FATAL, COMPONENT, "cannot create the route registry");
         goto out_pid;
     }
+    /* The router exists before NATS starts: learn-table sharing subscribes on
+     * the NATS client before its first connection. */
     nats = cr_nats_client_create(cfg, reg);
-    if (!nats || cr_nats_client_start(nats) != 0) {
-        CR_LOG(CR_LOG_FATAL, COMPONENT, "cannot start the NATS client");
-        goto out_nats;
-    }
-    pruner = cr_pruner_start(reg, cfg->prune_stale_droplets_interval_ns,
-                                          cfg->suspend_pruning_if_nats_unavailable,
-                                          cr_nats_client_up_fn, nats);
-    if (!pruner) {
-        CR_LOG(CR_LOG_FATAL, COMPONENT, "cannot start the pruner");
-        goto out_nats;
-    }
     rt = cr_router_create(cfg, reg, err, sizeof err);
     if (!rt) {
         CR_LOG(CR_LOG_FATAL, COMPONENT, "cannot create the router: %s", err);
-        goto out_pruner;
+        goto out_nats;
     }
     /* Learn-table sharing is best effort: without it each router learns alone. */
-    learn_sync = cr_persist_sync_start(cr_router_learn_table(rt), cfg);
+    learn_sync = cr_persist_sync_start(cr_router_learn_table(rt), nats);
     if (!learn_sync)
         CR_WARN(COMPONENT, "session persistence learn table not shared over NATS");
+    if (cr_nats_client_start(nats) != 0) {
+        CR_LOG(CR_LOG_FATAL, COMPONENT, "cannot start the NATS client");
+        goto out_sync;
+    }
+    pruner = cr_pruner_start(reg, cfg->prune_stale_droplets_interval_ns,
+                             cfg->suspend_pruning_if_nats_unavailable, cr_nats_client_up_fn, nats);
+    if (!pruner) {
+        CR_LOG(CR_LOG_FATAL, COMPONENT, "cannot start the pruner");
+        goto out_sync;
+    }
     if (cr_router_start(rt) != 0) {
         CR_LOG(CR_LOG_FATAL, COMPONENT, "cannot start the router workers");
-        goto out_router;
+        goto out_pruner;
     }
     cr_status_sources_t src = {.cfg = cfg, .registry = reg, .nats = nats, .router = rt};
     status = cr_status_server_start(&src, err, sizeof err);
@@ -261,15 +262,16 @@ static int run(const cr_config_t *cfg)
     cr_status_server_stop(status);
 out_router_started:
     cr_router_stop(rt);
-out_router:
-    cr_persist_sync_stop(learn_sync);
-    cr_router_destroy(rt);
 out_pruner:
     cr_pruner_stop(pruner);
+out_sync:
+    cr_persist_sync_stop(learn_sync);
 out_nats:
+    /* NATS goes before the router: its handlers write the router's learn table. */
     cr_nats_client_destroy(nats);
     /* Releases nats.c's own threads and memory (the leak checker sees them). */
     nats_CloseAndWait(2000);
+    cr_router_destroy(rt);
     cr_registry_destroy(reg);
 out_pid:
     if (pid_written)

@@ -11,20 +11,19 @@
 #ifndef CR_ROUTER_PERSIST_SYNC_H
 #define CR_ROUTER_PERSIST_SYNC_H
 
-#include "config/config.h"
+#include "registry/nats_client.h"
 #include "router/persistence.h"
 
 typedef struct cr_persist_sync cr_persist_sync_t;
 
-/* Opens its own NATS connection to cfg's servers (same credentials and TLS
- * settings as the registry's; nats.c reconnects it forever, and a router
- * that starts before NATS keeps trying), subscribes, and starts the
- * publishing thread for t. Borrows cfg and t until stop. NULL when the
- * options are unusable or a thread cannot be made (logged). */
-cr_persist_sync_t *cr_persist_sync_start(cr_persist_learn_t *t, const cr_config_t *cfg);
+/* Subscribes t to the learn subject on nats (call before
+ * cr_nats_client_start) and starts the publishing thread. Borrows t and
+ * nats: received bindings are written into t until nats is destroyed, so
+ * destroy nats before t. NULL when the subscription or the thread cannot be
+ * made (logged). */
+cr_persist_sync_t *cr_persist_sync_start(cr_persist_learn_t *t, cr_nats_client_t *nats);
 
-/* Stops publishing, closes the connection (waiting until no message
- * handler runs) and frees. Accepts NULL. */
+/* Stops the publishing thread and frees. Accepts NULL. */
 void cr_persist_sync_stop(cr_persist_sync_t *s);
 
 #endif
