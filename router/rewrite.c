@@ -393,10 +393,12 @@ static inline bool is_ows(char c)
     return c == ' ' || c == '\t';
 }
 
-/* A Cookie header with rw's cookie edited: the other pairs are copied as
- * sent (trimmed, joined by "; "); pairs named rw->cookie_name are left out
- * (cookie_strip) or lose their identity prefix (cookie_unprefix). The
- * header is left out when no pair remains. */
+/* A Cookie header with rw's cookie edited: pairs named rw->cookie_name are
+ * left out with the separator before them (cookie_strip; a first pair takes
+ * the one after it instead) or lose their identity prefix
+ * (cookie_unprefix); every other byte goes as sent, so a header without
+ * such a pair is copied unchanged. The header is left out when no pair
+ * remains. */
 static void put_cookie_edited(out_t *o, const cr_http_header_t *h, const cr_request_rewrite_t *rw)
 {
     char *mark = o->p;
@@ -405,6 +407,9 @@ static void put_cookie_edited(out_t *o, const cr_http_header_t *h, const cr_requ
     PUT_LIT(o, ": ");
     size_t kept = 0;
     const char *p = h->value, *end = h->value + h->value_len;
+    const char *from = p;         /* first byte of the value not yet written */
+    const char *kept_end = NULL;  /* end of the last pair kept */
+    bool skip_to_next = false;    /* a leading pair was left out: start at the next kept one */
     while (p < end) {
         const char *semi = memchr(p, ';', (size_t)(end - p));
         const char *s = p, *e = semi ? semi : end;
@@ -428,19 +433,29 @@ static void put_cookie_edited(out_t *o, const cr_http_header_t *h, const cr_requ
             while (val < e && is_ows(*val))
                 val++;
         }
-        if (match && rw->cookie_strip)
+        if (match && rw->cookie_strip) {
+            if (!kept_end) {
+                skip_to_next = true;
+            } else {
+                if (from < kept_end)
+                    put(o, from, (size_t)(kept_end - from));
+                from = e;
+            }
             continue;
-        if (kept++)
-            PUT_LIT(o, "; ");
+        }
+        if (skip_to_next) {
+            from = s;
+            skip_to_next = false;
+        }
+        kept++;
+        kept_end = e;
         if (match && rw->cookie_unprefix) {
             const char *v = val < e && *val == '"' ? val + 1 : val;
             if (has_id_prefix(v, (size_t)(e - v))) {
-                put(o, s, (size_t)(v - s));
-                put(o, v + 12, (size_t)(e - v - 12));
-                continue;
+                put(o, from, (size_t)(v - from));
+                from = v + 12;
             }
         }
-        put(o, s, (size_t)(e - s));
     }
     if (kept == 0) {
         /* Only the name was written: take it back. */
@@ -448,6 +463,8 @@ static void put_cookie_edited(out_t *o, const cr_http_header_t *h, const cr_requ
         o->overflow = was_overflow;
         return;
     }
+    if (from < end)
+        put(o, from, (size_t)(end - from));
     PUT_LIT(o, "\r\n");
 }
 
