@@ -621,6 +621,22 @@ static void build_metrics(const cr_status_server_t *srv, buf_t *b)
            RT(&f, sticky_misses));
     metric(b, "vcap_cookies_set_total", "counter", "__VCAP_ID__ cookies set.",
            RT(&f, vcap_cookies_set));
+    metric(b, "session_persistence_requests_total", "counter",
+           "Requests on routes whose session persistence mode is not vcap.",
+           RT(&f, persist_requests));
+    metric(b, "session_persistence_hits_total", "counter",
+           "Persistence requests served by the endpoint their key named.", RT(&f, persist_hits));
+    metric(b, "session_persistence_rebalanced_total", "counter",
+           "Persistence requests whose named endpoint was gone or unusable.",
+           RT(&f, persist_rebalanced));
+    metric(b, "session_persistence_rejected_total", "counter",
+           "crouter cookies refused as forged, tampered, foreign or expired.",
+           RT(&f, persist_rejected));
+    metric(b, "session_persistence_cookies_set_total", "counter",
+           "Set-Cookie lines crouter added or edited for session persistence.",
+           RT(&f, persist_cookies_set));
+    metric(b, "session_persistence_learned_total", "counter",
+           "Session value to endpoint bindings learned (learn mode).", RT(&f, persist_learned));
     metric(b, "request_body_bytes_total", "counter", "Request body bytes proxied.",
            RT(&f, request_body_bytes));
     metric(b, "response_body_bytes_total", "counter", "Response body bytes proxied.",

@@ -327,10 +327,11 @@ void cr_persist__choose(cr_conn_t *c, cr_route_t *route, const cr_pool_t *pool,
 struct cr_request_rewrite;
 void cr_persist__request_rewrite(const cr_conn_t *c, struct cr_request_rewrite *rw);
 /* Response side: writes the lines to add (Set-Cookie, Cache-Control) into
- * extra and names the backend header to drop (index + 1, 0 = none) when a
- * Set-Cookie is replaced; learns bindings. Returns bytes written. */
+ * extra and sets bit i of drop (CR_RESP_MAX_HEADERS bits, cleared here) for
+ * every backend Set-Cookie it replaces; learns bindings. Returns bytes
+ * written; when they do not fit, 0 and nothing dropped. */
 int cr_persist__response(cr_conn_t *c, const cr_http_response_t *resp, char *extra, size_t cap,
-                         uint32_t *drop_header);
+                         uint64_t drop[CR_RESP_MAX_HEADERS / 64]);
 /* Drops the exchange's policy reference (end of the exchange). */
 void cr_persist__release(cr_conn_t *c);
 

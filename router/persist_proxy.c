@@ -23,9 +23,9 @@
  * so a keep-alive connection may carry several sessions.
  *
  * The response side (from relay.c) adds crouter's cookie (insert; also a
- * rewrite-mode refresh), replaces the backend's Set-Cookie of the named
+ * rewrite-mode refresh), replaces every backend Set-Cookie of the named
  * cookie (rewrite: value overwritten; prefix: value prefixed), adds
- * Cache-Control for nocache, and learns bindings. The request side's cookie
+ * Cache-Control for nocache, and learns bindings (one per Set-Cookie). The request side's cookie
  * edits (indirect, prefix removal) happen in rewrite.c's copying pass.
  *
  * Nothing here allocates; keys are prepared on the stack per request, and
@@ -295,13 +295,13 @@ static void put_str(out_t *o, const char *s)
     put(o, s, strlen(s));
 }
 
-/* The backend's Set-Cookie header for name (index into resp->headers), or
- * -1; out gets its parse. */
-static int find_set_cookie(const cr_http_response_t *resp, const char *name,
+/* The first backend Set-Cookie header for name at index from or later
+ * (index into resp->headers), or -1; out gets its parse. */
+static int find_set_cookie(const cr_http_response_t *resp, const char *name, int from,
                            cr_set_cookie_t *out)
 {
     size_t nl = strlen(name);
-    for (uint32_t i = 0; i < resp->headers_len; i++) {
+    for (uint32_t i = (uint32_t)from; i < resp->headers_len && i < CR_RESP_MAX_HEADERS; i++) {
         const cr_http_header_t *h = &resp->headers[i];
         if (h->name_len != 10 || !cr_http_token_eq(h->name, 10, "set-cookie"))
             continue;
@@ -391,13 +391,31 @@ static void learn(cr_conn_t *c, uint64_t value_hash)
     cr_counter_add(&w->counters.persist_learned, 1);
 }
 
+static void drop_set(uint64_t drop[CR_RESP_MAX_HEADERS / 64], int i)
+{
+    drop[i / 64] |= 1ull << (i % 64);
+}
+
+/* "Set-Cookie: NAME=" + value + the backend header's attributes, replacing it. */
+static void put_replaced(out_t *o, const cr_http_header_t *h, const cr_set_cookie_t *sc,
+                         const char *pre, size_t pre_len, const char *val, size_t val_len)
+{
+    put_str(o, "Set-Cookie: ");
+    put(o, sc->cookie.name, sc->cookie.name_len);
+    put(o, "=", 1);
+    put(o, pre, pre_len);
+    put(o, val, val_len);
+    put_rest(o, h, sc);
+    put_str(o, "\r\n");
+}
+
 int cr_persist__response(cr_conn_t *c, const cr_http_response_t *resp, char *extra, size_t cap,
-                         uint32_t *drop_header)
+                         uint64_t drop[CR_RESP_MAX_HEADERS / 64])
 {
     cr_worker_t *w = c->w;
     cr_persist_exchange_t *px = &c->ex.persist;
     const cr_persist_policy_t *pol = px->policy;
-    *drop_header = 0;
+    memset(drop, 0, CR_RESP_MAX_HEADERS / 8);
     if (!pol || !c->ex.ep)
         return 0;
     out_t o = {extra, extra + cap, false};
@@ -419,7 +437,8 @@ int cr_persist__response(cr_conn_t *c, const cr_http_response_t *resp, char *ext
         cr_counter_add(&w->counters.persist_cookies_set, 1);
         break;
     case CR_PERSIST_REWRITE:
-        i = find_set_cookie(resp, cr_persist_policy_cookie(pol), &sc);
+        /* Every Set-Cookie of the name (e.g. one per Path) gets the value. */
+        i = find_set_cookie(resp, cr_persist_policy_cookie(pol), 0, &sc);
         if (i < 0 && !(px->hit && (px->cookie.key_idx != 0 || refresh_due(c, pol))))
             break;
         cr_persist_keys_init(&k, pol);
@@ -429,52 +448,58 @@ int cr_persist__response(cr_conn_t *c, const cr_http_response_t *resp, char *ext
         if (i < 0) {
             /* The app set nothing: refresh the session the request carried. */
             put_insert_cookie(&o, pol, val, n);
-        } else {
-            put_str(&o, "Set-Cookie: ");
-            put(&o, sc.cookie.name, sc.cookie.name_len);
-            put(&o, "=", 1);
-            put(&o, val, (size_t)n);
-            put_rest(&o, &resp->headers[i], &sc);
-            put_str(&o, "\r\n");
-            *drop_header = (uint32_t)i + 1;
+        }
+        for (; i >= 0; i = find_set_cookie(resp, cr_persist_policy_cookie(pol), i + 1, &sc)) {
+            put_replaced(&o, &resp->headers[i], &sc, "", 0, val, (size_t)n);
+            drop_set(drop, i);
         }
         cr_counter_add(&w->counters.persist_cookies_set, 1);
         break;
     case CR_PERSIST_PREFIX: {
-        i = find_set_cookie(resp, cr_persist_policy_cookie(pol), &sc);
-        if (i < 0 || sc.cookie.value_len == 0)
-            break;
-        cr_persist_keys_init(&k, pol);
-        char tok[CR_PERSIST_ID_CHARS];
-        cr_persist_id_token(cr_persist_endpoint_identity(c->ex.ep, &k, 0), tok);
-        put_str(&o, "Set-Cookie: ");
-        put(&o, sc.cookie.name, sc.cookie.name_len);
-        put(&o, "=", 1);
-        put(&o, tok, sizeof tok);
-        put(&o, "~", 1);
-        put(&o, sc.cookie.value, sc.cookie.value_len);
-        put_rest(&o, &resp->headers[i], &sc);
-        put_str(&o, "\r\n");
-        *drop_header = (uint32_t)i + 1;
-        cr_counter_add(&w->counters.persist_cookies_set, 1);
+        /* Every non-empty Set-Cookie of the name gets the prefix; an empty
+         * value (the app deleting its cookie) goes as sent. */
+        char tok[CR_PERSIST_ID_CHARS + 1];
+        bool any = false;
+        for (i = find_set_cookie(resp, cr_persist_policy_cookie(pol), 0, &sc); i >= 0;
+             i = find_set_cookie(resp, cr_persist_policy_cookie(pol), i + 1, &sc)) {
+            if (sc.cookie.value_len == 0)
+                continue;
+            if (!any) {
+                cr_persist_keys_init(&k, pol);
+                cr_persist_id_token(cr_persist_endpoint_identity(c->ex.ep, &k, 0), tok);
+                tok[CR_PERSIST_ID_CHARS] = CR_PERSIST_PREFIX_SEP;
+                any = true;
+            }
+            put_replaced(&o, &resp->headers[i], &sc, tok, sizeof tok, sc.cookie.value,
+                         sc.cookie.value_len);
+            drop_set(drop, i);
+        }
+        if (any)
+            cr_counter_add(&w->counters.persist_cookies_set, 1);
         break;
     }
-    case CR_PERSIST_LEARN:
-        i = find_set_cookie(resp, cr_persist_policy_cookie(pol), &sc);
-        if (i >= 0 && sc.cookie.value_len > 0) {
-            cr_persist_keys_init(&k, pol);
+    case CR_PERSIST_LEARN: {
+        bool learned = false;
+        for (i = find_set_cookie(resp, cr_persist_policy_cookie(pol), 0, &sc); i >= 0;
+             i = find_set_cookie(resp, cr_persist_policy_cookie(pol), i + 1, &sc)) {
+            if (sc.cookie.value_len == 0)
+                continue;
+            if (!learned)
+                cr_persist_keys_init(&k, pol);
             uint64_t vh = cr_persist_value_hash(&k, px->route_hash, sc.cookie.value,
                                                 sc.cookie.value_len);
             learn(c, vh ? vh : 1);
-        } else if (pol->learn_from_requests && px->value_hash && !px->hit) {
-            learn(c, px->value_hash);
+            learned = true;
         }
+        if (!learned && pol->learn_from_requests && px->value_hash && !px->hit)
+            learn(c, px->value_hash);
         break;
+    }
     default:
         break;
     }
     if (o.overflow) {
-        *drop_header = 0;
+        memset(drop, 0, CR_RESP_MAX_HEADERS / 8);
         return 0;
     }
     return (int)(o.p - extra);

@@ -248,12 +248,12 @@ static bool on_response_head(cr_conn_t *c, const cr_http_response_t *resp)
                             !atomic_load_explicit(&rt->draining, memory_order_relaxed);
     char extra[1024];
     int extra_len = 0;
-    uint32_t drop_header = 0;
+    uint64_t drop[CR_RESP_MAX_HEADERS / 64];
     const cr_persist_policy_t *ep_pol =
         ex->ep && ex->ep->persistence ? ex->ep->persistence : &rt->cfg->session_persistence;
     if (CR_UNLIKELY(ex->persist.policy != NULL)) {
         if (!ex->upgrade)
-            extra_len = cr_persist__response(c, resp, extra, sizeof(extra), &drop_header);
+            extra_len = cr_persist__response(c, resp, extra, sizeof(extra), drop);
     } else if (!ex->upgrade && ex->ep && ep_pol->mode == CR_PERSIST_VCAP) {
         /* A route whose persistence mode is not vcap gets no __VCAP_ID__. */
         cr_sticky_response_ctx_t sctx = {
@@ -278,7 +278,7 @@ static bool on_response_head(cr_conn_t *c, const cr_http_response_t *resp)
         .client_version_minor = ex->req.version_minor,
         .extra = extra_len > 0 ? extra : NULL,
         .extra_len = (size_t)extra_len,
-        .drop_header = drop_header,
+        .drop_mask = ex->persist.policy && extra_len > 0 ? drop : NULL,
     };
     uint32_t need = resp->head_len + 1024 + (uint32_t)extra_len;
     uint32_t head_from = 0;

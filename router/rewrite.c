@@ -27,8 +27,8 @@
  * copied without control bytes, so a registration cannot inject lines.
  * Session persistence edits one cookie of the Cookie headers on the way
  * (crouter's own cookie removed, or the identity prefix cut off the app's
- * session cookie) in the same copying pass, and may leave out one response
- * header (a Set-Cookie it replaces with its own line).
+ * session cookie) in the same copying pass, and may leave out response
+ * headers (each Set-Cookie it replaces with its own line).
  *
  * Pure functions; any thread.
  */
@@ -690,7 +690,7 @@ int cr_rewrite_response_head(const cr_response_rewrite_t *rw, char *buf, size_t 
     bool has_request_id = false;
     for (uint32_t i = 0; i < n; i++) {
         const cr_http_header_t *h = &hs[i];
-        if (CR_UNLIKELY(rw->drop_header == i + 1))
+        if (CR_UNLIKELY(rw->drop_mask && (rw->drop_mask[i / 64] >> (i % 64) & 1)))
             continue;
         hclass_t c = classify(h->name, h->name_len);
         if (!framing_class(c) && listed_has(&listed, h))

@@ -52,8 +52,9 @@ typedef struct cr_response_rewrite {
     uint8_t client_version_minor; /* HTTP/1.0 clients get HTTP/1.0-correct Connection headers */
     const char *extra;            /* complete "Name: value\r\n" lines to append, or NULL */
     size_t extra_len;
-    uint32_t drop_header;         /* index + 1 of a response header left out (its replacement
-                                     is in extra); 0 = none */
+    const uint64_t *drop_mask;    /* bit i (word i / 64) set: response header i is left out
+                                     (its replacement is in extra); borrowed, at least
+                                     resp->headers_len bits; NULL = none */
 } cr_response_rewrite_t;
 
 /* Writes the client-bound head into out. Returns its length or CR_ETOOBIG. */

@@ -556,6 +556,144 @@ static void test_route_override_shown_and_refused(void **state)
     assert_false(g.vcap);
 }
 
+/* ------------------------------------------- gaps closed after the first round */
+
+static void test_prefix_and_rewrite_edit_every_set_cookie_of_the_name(void **state)
+{
+    (void)state;
+    const char *ph = "prefix-multi.persist.test", *rh = "rewrite-multi.persist.test";
+    reg(ph, 7, "{\"mode\":\"prefix\"}");
+    reg(rh, 7, "{\"mode\":\"rewrite\",\"cookie\":\"SRV\"}");
+    ts_req_t rq = {.host = ph,
+                   .path = "/cookie?set=JSESSIONID%3Done%3B%20Path%3D%2Fa"
+                           "&set=other%3Dx&set=JSESSIONID%3Dtwo%3B%20Path%3D%2Fb"};
+    ts_resp_t r;
+    assert_int_equal(ts_http(NULL, g_a.port, &rq, &r), 0);
+    assert_int_equal(r.status, 200);
+    size_t n = ts_resp_header_count(&r, "Set-Cookie");
+    assert_int_equal(n, 3);
+    int prefixed = 0;
+    char tok[16] = "";
+    for (size_t i = 0; i < n; i++) {
+        const char *v = ts_resp_header_nth(&r, "Set-Cookie", i);
+        if (strncmp(v, "other=x", 7) == 0)
+            continue;
+        assert_int_equal(strncmp(v, "JSESSIONID=", 11), 0);
+        assert_int_equal(v[11 + 11], '~');
+        if (!tok[0])
+            snprintf(tok, sizeof tok, "%.11s", v + 11);
+        assert_int_equal(strncmp(v + 11, tok, 11), 0); /* the same endpoint */
+        assert_true(strcmp(v + 23, "one; Path=/a") == 0 || strcmp(v + 23, "two; Path=/b") == 0);
+        prefixed++;
+    }
+    assert_int_equal(prefixed, 2);
+    ts_resp_free(&r);
+
+    rq.host = rh;
+    rq.path = "/cookie?set=SRV%3Da%3B%20Path%3D%2Fa&set=SRV%3Db%3B%20Path%3D%2Fb";
+    assert_int_equal(ts_http(NULL, g_a.port, &rq, &r), 0);
+    assert_int_equal(ts_resp_header_count(&r, "Set-Cookie"), 2);
+    const char *v0 = ts_resp_header_nth(&r, "Set-Cookie", 0);
+    const char *v1 = ts_resp_header_nth(&r, "Set-Cookie", 1);
+    size_t l0 = strcspn(v0, ";"), l1 = strcspn(v1, ";");
+    assert_true(l0 > 6 && l0 == l1 && strncmp(v0, v1, l0) == 0); /* one crouter value */
+    assert_true(strncmp(v0, "SRV=a;", 6) != 0 && strncmp(v1, "SRV=b;", 6) != 0);
+    assert_true(strstr(v0, "; Path=/a") || strstr(v1, "; Path=/a"));
+    assert_true(strstr(v0, "; Path=/b") || strstr(v1, "; Path=/b"));
+    ts_resp_free(&r);
+}
+
+/* Requests from 127.0.0.1 without a key all reach one backend. */
+static void same_backend_without_key(const char *host, const char *cookie_header, char *out,
+                                     size_t cap)
+{
+    got_t first, g;
+    get(&g_a, host, cookie_header, NULL, &first);
+    assert_int_equal(first.status, 200);
+    for (int i = 0; i < 20; i++) {
+        get(&g_a, host, cookie_header, NULL, &g);
+        assert_string_equal(g.backend, first.backend);
+    }
+    snprintf(out, cap, "%s", first.backend);
+}
+
+static void test_insert_and_learn_fall_back_to_source_ip(void **state)
+{
+    (void)state;
+    const char *ih = "insert-ip.persist.test", *lh = "learn-ip.persist.test";
+    reg(ih, 7, "{\"mode\":\"insert\",\"fallback_to\":\"source_ip\"}");
+    reg(lh, 7, "{\"mode\":\"learn\",\"fallback_to\":\"source_ip\"}");
+    char bi[8], bl[8];
+    /* insert: no cookie, so by source address; each answer names it. */
+    same_backend_without_key(ih, NULL, bi, sizeof bi);
+    got_t g;
+    fresh_session(&g_a, ih, "CROUTERID", &g);
+    assert_string_equal(g.backend, bi);
+    assert_true(g.value[0] != '\0');
+    /* A forged cookie counts as none: source address again. */
+    same_backend_without_key(ih, "Cookie: CROUTERID=AQAAAAAAAAAAAAAAAAAAAAAAAAAAAA", bi,
+                             sizeof bi);
+    assert_string_equal(g.backend, bi);
+    /* learn: no session value, or one never learned, is hashed by address. */
+    same_backend_without_key(lh, NULL, bl, sizeof bl);
+    char again[8];
+    same_backend_without_key(lh, "Cookie: JSESSIONID=never-learned", again, sizeof again);
+    assert_string_equal(again, bl);
+}
+
+static void test_learn_max_idle_forgets_an_idle_binding(void **state)
+{
+    (void)state;
+    const char *host = "learn-idle.persist.test";
+    reg(host, 7, "{\"mode\":\"learn\",\"max_idle\":\"2s\"}");
+    got_t first, g;
+    const char *h[1] = {NULL};
+    request(NULL, &g_a, host, "/cookie?set=JSESSIONID%3Didle-1", h, "JSESSIONID", &first);
+    const char *cookie = "Cookie: JSESSIONID=idle-1";
+    /* Use more often than max_idle keeps it past 2 s. */
+    int64_t start = ts_now_ms();
+    while (ts_now_ms() - start < 3000) {
+        ts_sleep_ms(500);
+        get(&g_a, host, cookie, NULL, &g);
+        assert_string_equal(g.backend, first.backend);
+    }
+    /* Idle for longer: forgotten, so round-robin spreads the requests. */
+    uint64_t hits0 = varz_persist(&g_a, "hits");
+    ts_sleep_ms(2600);
+    bool other = false;
+    for (int i = 0; i < 6; i++) {
+        get(&g_a, host, cookie, NULL, &g);
+        other |= strcmp(g.backend, first.backend) != 0;
+    }
+    assert_true(other);
+    assert_int_equal(varz_persist(&g_a, "hits"), hits0);
+}
+
+/* Each counter of /varz's session_persistence object is in /metrics too. */
+static void test_metrics_show_the_persistence_counters(void **state)
+{
+    (void)state;
+    char userpwd[80];
+    snprintf(userpwd, sizeof userpwd, "%s:%s", g_a.user, g_a.pass);
+    ts_req_t rq = {.path = "/metrics", .userpwd = userpwd};
+    ts_resp_t r;
+    assert_int_equal(ts_http(NULL, g_a.status_port, &rq, &r), 0);
+    assert_int_equal(r.status, 200);
+    static const char *const keys[] = {"requests", "hits",        "rebalanced",
+                                       "rejected", "cookies_set", "learned"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        char name[96];
+        snprintf(name, sizeof name, "\ncrouter_session_persistence_%s_total ", keys[i]);
+        const char *at = strstr(r.body, name);
+        assert_non_null(at);
+        uint64_t m = strtoull(at + strlen(name), NULL, 10);
+        uint64_t v = varz_persist(&g_a, keys[i]);
+        assert_true(m > 0); /* the cases before made each of them count */
+        assert_true(m <= v);
+    }
+    ts_resp_free(&r);
+}
+
 int main(void)
 {
     ts_init("persistence");
@@ -573,6 +711,10 @@ int main(void)
         cmocka_unit_test(test_source_ip_trusted_and_untrusted_xff),
         cmocka_unit_test(test_header_mode_with_source_ip_fallback),
         cmocka_unit_test(test_route_override_shown_and_refused),
+        cmocka_unit_test(test_prefix_and_rewrite_edit_every_set_cookie_of_the_name),
+        cmocka_unit_test(test_insert_and_learn_fall_back_to_source_ip),
+        cmocka_unit_test(test_learn_max_idle_forgets_an_idle_binding),
+        cmocka_unit_test(test_metrics_show_the_persistence_counters),
     };
     int failures = cmocka_run_group_tests_name("persistence", tests, group_setup, group_teardown);
     return ts_finish(failures);

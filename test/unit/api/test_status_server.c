@@ -319,6 +319,24 @@ static void test_metrics_reports_registry_counts_in_prometheus_format(void **sta
     reply_free(&r);
 }
 
+static void test_metrics_lists_the_session_persistence_counters(void **state)
+{
+    fixture_t *f = *state;
+    reply_t r = get(cr_status_server_port(f->srv), "/metrics", USER ":" PASS);
+    assert_int_equal(r.status, 200);
+    static const char *const names[] = {"requests", "hits",        "rebalanced",
+                                        "rejected", "cookies_set", "learned"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char want[160];
+        snprintf(want, sizeof want,
+                 "# TYPE crouter_session_persistence_%s_total counter\n"
+                 "crouter_session_persistence_%s_total 0\n",
+                 names[i], names[i]);
+        assert_non_null(strstr(r.body, want));
+    }
+    reply_free(&r);
+}
+
 static void test_unknown_path_is_404(void **state)
 {
     fixture_t *f = *state;
@@ -342,6 +360,7 @@ int main(void)
         cmocka_unit_test(test_routes_port_is_bound_to_127_0_0_1_only),
         cmocka_unit_test(test_varz_reports_registry_counts),
         cmocka_unit_test(test_metrics_reports_registry_counts_in_prometheus_format),
+        cmocka_unit_test(test_metrics_lists_the_session_persistence_counters),
         cmocka_unit_test(test_unknown_path_is_404),
     };
     int failed = cmocka_run_group_tests(tests, setup, teardown);

@@ -5,7 +5,8 @@
  * (indirect insert strips crouter's cookie, prefix mode cuts the identity
  * off the app's cookie) and once, without any edit, from the same request
  * whose Cookie headers were edited by hand. The two heads must be equal
- * byte for byte, so nothing but the edited pair changes.
+ * byte for byte, so nothing but the edited pair changes. The response side
+ * leaves out the backend Set-Cookie lines persistence replaces (drop_mask).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -199,6 +200,54 @@ static void test_edited_head_over_cap_is_etoobig(void **state)
     }
 }
 
+static void test_response_leaves_out_every_header_in_the_drop_mask(void **state)
+{
+    (void)state;
+    /* 70 headers, so the mask spans two words: Set-Cookie at 0, 2 and 66
+     * are replaced by the extra lines; the rest go as sent. */
+    static cr_http_header_t hs[70];
+    static char names[70][16];
+    memset(hs, 0, sizeof hs);
+    for (int i = 0; i < 70; i++) {
+        bool sc = i == 0 || i == 2 || i == 66 || i == 67;
+        snprintf(names[i], sizeof names[i], sc ? "Set-Cookie" : "X-H%d", i);
+        hs[i].name = names[i];
+        hs[i].name_len = (uint32_t)strlen(names[i]);
+        hs[i].value = sc ? (i == 67 ? "other=1" : "JSESSIONID=v") : "x";
+        hs[i].value_len = (uint32_t)strlen(hs[i].value);
+    }
+    cr_http_response_t resp;
+    memset(&resp, 0, sizeof resp);
+    resp.status = 200;
+    resp.reason = "OK";
+    resp.reason_len = 2;
+    resp.headers = hs;
+    resp.headers_len = 70;
+    resp.version_minor = 1;
+    resp.keep_alive = true;
+    resp.body_kind = CR_HTTP_BODY_LENGTH;
+    uint64_t drop[4] = {(1ull << 0) | (1ull << 2), 1ull << 2, 0, 0};
+    static const char extra[] = "Set-Cookie: JSESSIONID=p~v\r\n";
+    cr_response_rewrite_t rw = {.resp = &resp, .client_keep_alive = true,
+                                .client_version_minor = 1, .extra = extra,
+                                .extra_len = sizeof extra - 1, .drop_mask = drop};
+    static char got[8192];
+    int n = cr_rewrite_response_head(&rw, got, sizeof got - 1);
+    assert_true(n > 0);
+    got[n] = '\0';
+    assert_null(strstr(got, "JSESSIONID=v"));
+    assert_non_null(strstr(got, "\r\nSet-Cookie: other=1\r\n"));
+    assert_non_null(strstr(got, "\r\nX-H1: x\r\nX-H3: x\r\n"));
+    assert_non_null(strstr(got, "\r\nX-H65: x\r\nSet-Cookie: other=1\r\nX-H68: x\r\n"));
+    assert_non_null(strstr(got, "\r\nSet-Cookie: JSESSIONID=p~v\r\n\r\n"));
+    /* Without a mask every header goes. */
+    rw.drop_mask = NULL;
+    n = cr_rewrite_response_head(&rw, got, sizeof got - 1);
+    assert_true(n > 0);
+    got[n] = '\0';
+    assert_non_null(strstr(got, "HTTP/1.1 200 OK\r\nSet-Cookie: JSESSIONID=v\r\nX-H1: x\r\n"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -210,6 +259,7 @@ int main(void)
         cmocka_unit_test(test_unprefix_edits_each_of_several_cookie_headers),
         cmocka_unit_test(test_without_a_cookie_name_cookie_headers_go_as_sent),
         cmocka_unit_test(test_edited_head_over_cap_is_etoobig),
+        cmocka_unit_test(test_response_leaves_out_every_header_in_the_drop_mask),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
