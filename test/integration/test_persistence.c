@@ -669,6 +669,27 @@ static void test_learn_max_idle_forgets_an_idle_binding(void **state)
     assert_int_equal(varz_persist(&g_a, "hits"), hits0);
 }
 
+static void test_learn_from_requests_binds_an_unknown_value(void **state)
+{
+    (void)state;
+    const char *host = "learn-req.persist.test";
+    reg(host, 7, "{\"mode\":\"learn\",\"learn_from_requests\":true}");
+    /* The app never sets the cookie; the first request that carries a
+     * value binds it to the endpoint that answered. */
+    const char *cookie = "Cookie: JSESSIONID=from-request-1";
+    uint64_t learned0 = varz_persist(&g_a, "learned");
+    got_t first, g;
+    get(&g_a, host, cookie, NULL, &first);
+    assert_int_equal(first.status, 200);
+    assert_int_equal(varz_persist(&g_a, "learned"), learned0 + 1);
+    for (int i = 0; i < 20; i++) {
+        get(&g_a, host, cookie, NULL, &g);
+        assert_string_equal(g.backend, first.backend);
+    }
+    /* Hits are not learned again. */
+    assert_int_equal(varz_persist(&g_a, "learned"), learned0 + 1);
+}
+
 /* Each counter of /varz's session_persistence object is in /metrics too. */
 static void test_metrics_show_the_persistence_counters(void **state)
 {
@@ -714,6 +735,7 @@ int main(void)
         cmocka_unit_test(test_prefix_and_rewrite_edit_every_set_cookie_of_the_name),
         cmocka_unit_test(test_insert_and_learn_fall_back_to_source_ip),
         cmocka_unit_test(test_learn_max_idle_forgets_an_idle_binding),
+        cmocka_unit_test(test_learn_from_requests_binds_an_unknown_value),
         cmocka_unit_test(test_metrics_show_the_persistence_counters),
     };
     int failures = cmocka_run_group_tests_name("persistence", tests, group_setup, group_teardown);
