@@ -554,9 +554,17 @@ static void test_100k_distinct_unknown_hosts_do_not_grow_rss(void **state)
             100.0 * (double)growth / (double)rss_warm, main_run, (long long)took);
     assert_true(rss0 > 0 && rss_warm > 0 && rss_end > 0);
     /* Noise: allocator and sanitizer bookkeeping move by a few hundred KiB;
-     * a per-host leak of even 16 bytes would add 1.6 MB. */
-    if (growth > 1024)
-        fail_msg("RSS grew by %ld KiB over %ld unknown-host requests", growth, main_run);
+     * a per-host leak of even 16 bytes would add 1.6 MB. ThreadSanitizer's
+     * own shadow and history memory grows with run time (by megabytes on a
+     * starved machine), so there only a leak of 80 bytes a request counts. */
+#if defined(__SANITIZE_THREAD__)
+    const long allowed_kib = 8192;
+#else
+    const long allowed_kib = 1024;
+#endif
+    if (growth > allowed_kib)
+        fail_msg("RSS grew by %ld KiB over %ld unknown-host requests (allowed %ld)", growth, main_run,
+                 allowed_kib);
     json_t *varz = ts_crouter_varz(&g_cr);
     assert_non_null(varz);
     json_t *errs = json_object_get(varz, "router_errors");
