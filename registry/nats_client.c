@@ -430,7 +430,9 @@ static natsStatus subscribe(cr_nats_client_t *nc, int which, const char *subject
     natsStatus s = natsConnection_Subscribe(&sub, nc->conn, subject, handler, nc);
     if (s != NATS_OK)
         return s;
+    pthread_rwlock_wrlock(&nc->conn_lock);
     nc->subs[which] = sub;
+    pthread_rwlock_unlock(&nc->conn_lock);
     pthread_mutex_lock(&nc->mu);
     nc->subs_live++;
     pthread_mutex_unlock(&nc->mu);
@@ -484,7 +486,9 @@ static int connect_and_subscribe(cr_nats_client_t *nc)
         natsSubscription *sub = NULL;
         s = natsConnection_Subscribe(&sub, nc->conn, nc->extra[i].subject, on_extra_msg, &nc->extra[i]);
         if (s == NATS_OK) {
+            pthread_rwlock_wrlock(&nc->conn_lock);
             nc->subs[SUB_EXTRA0 + i] = sub;
+            pthread_rwlock_unlock(&nc->conn_lock);
             pthread_mutex_lock(&nc->mu);
             nc->subs_live++;
             pthread_mutex_unlock(&nc->mu);
@@ -534,11 +538,11 @@ static void teardown_connection(cr_nats_client_t *nc)
         }
         pthread_mutex_unlock(&nc->mu);
     }
+    pthread_rwlock_wrlock(&nc->conn_lock);
     for (int i = 0; i < SUB__COUNT; i++) {
         natsSubscription_Destroy(nc->subs[i]);
         nc->subs[i] = NULL;
     }
-    pthread_rwlock_wrlock(&nc->conn_lock);
     natsConnection_Destroy(nc->conn);
     nc->conn = NULL;
     pthread_rwlock_unlock(&nc->conn_lock);
@@ -693,8 +697,10 @@ void cr_nats_client_get_stats(const cr_nats_client_t *ncc, cr_nats_stats_t *out)
     out->greets_answered = atomic_load_explicit(&nc->greets_answered, memory_order_relaxed);
     out->starts_published = atomic_load_explicit(&nc->starts_published, memory_order_relaxed);
     out->reconnects = atomic_load_explicit(&nc->reconnects, memory_order_relaxed);
-    /* nats.c takes the connection's lock; URLs never carry the credentials
-     * (they are set with natsOptions_SetUserInfo). */
+    /* conn_lock keeps the supervisor from replacing the connection and its
+     * subscriptions meanwhile; nats.c takes the connection's own lock. URLs
+     * never carry the credentials (they are set with natsOptions_SetUserInfo). */
+    pthread_rwlock_rdlock(&nc->conn_lock);
     if (nc->conn && natsConnection_Status(nc->conn) == NATS_CONN_STATUS_CONNECTED &&
         natsConnection_GetConnectedUrl(nc->conn, out->server, sizeof out->server) != NATS_OK)
         out->server[0] = '\0';
@@ -704,6 +710,7 @@ void cr_nats_client_get_stats(const cr_nats_client_t *ncc, cr_nats_stats_t *out)
             dropped > 0)
             out->dropped += (uint64_t)dropped;
     }
+    pthread_rwlock_unlock(&nc->conn_lock);
 }
 
 bool cr_nats_client_up_fn(void *arg)
