@@ -780,9 +780,17 @@ static void set_persistence(loader_t *ld, const key_def_t *k, const node_t *v)
 
 /* ---- TLS keys (issue 6) -------------------------------------------------- */
 
+/* The first OpenSSL call initialises it; without its atexit cleanup, which
+ * would free what nats.c's own cleanup already freed (see router/tls.c). */
+static void ossl_init(void)
+{
+    OPENSSL_init_ssl(OPENSSL_INIT_NO_ATEXIT, NULL);
+}
+
 /* Whether pem holds at least one certificate and nothing malformed. */
 static bool pem_certs_valid(const char *pem)
 {
+    ossl_init();
     BIO *bio = BIO_new_mem_buf(pem, -1);
     if (!bio)
         return false;
@@ -802,6 +810,7 @@ static bool pem_certs_valid(const char *pem)
 
 static bool pem_key_valid(const char *pem)
 {
+    ossl_init();
     BIO *bio = BIO_new_mem_buf(pem, -1);
     if (!bio)
         return false;
@@ -815,6 +824,7 @@ static bool pem_key_valid(const char *pem)
 /* Whether the first certificate of chain_pem belongs to key_pem (both valid). */
 static bool pem_pair_matches(const char *chain_pem, const char *key_pem)
 {
+    ossl_init();
     BIO *cb = BIO_new_mem_buf(chain_pem, -1);
     BIO *kb = BIO_new_mem_buf(key_pem, -1);
     X509 *x = cb ? PEM_read_bio_X509(cb, NULL, NULL, NULL) : NULL;
@@ -980,6 +990,7 @@ static void set_tls_version(loader_t *ld, const key_def_t *k, const node_t *v)
 /* Whether OpenSSL knows every ':'-separated name (OpenSSL or IANA spelling). */
 static bool cipher_list_valid(const char *list)
 {
+    ossl_init();
     SSL_CTX *ctx = SSL_CTX_new(TLS_method());
     if (!ctx)
         return false;

@@ -27,6 +27,7 @@
 #include "router/persistence.h"
 #include "router/router.h"
 #include "router/sticky.h"
+#include "router/tls.h"
 
 /* --- Tunables ------------------------------------------------------------ */
 
@@ -76,7 +77,7 @@ typedef struct cr_buf {
 
 /* --- Epoll registrations --------------------------------------------------- */
 
-typedef enum { CR_IO_LISTENER = 1, CR_IO_WAKE, CR_IO_CLIENT, CR_IO_UPSTREAM } cr_io_kind_t;
+typedef enum { CR_IO_LISTENER = 1, CR_IO_WAKE, CR_IO_CLIENT, CR_IO_UPSTREAM, CR_IO_TLS_LISTENER } cr_io_kind_t;
 
 /* Edge-triggered readiness as last learnt: set by events, cleared when a
  * read or write comes up short. */
@@ -87,6 +88,9 @@ typedef struct cr_io {
     bool writable;
     bool hup;                     /* RDHUP/HUP/ERR seen */
     bool eof;                     /* read returned 0 */
+    bool rd_wants_write;          /* TLS: the last read needs the socket writable first */
+    bool wr_wants_read;           /* TLS: the last write needs the socket readable first */
+    SSL *ssl;                     /* owned: the TLS connection on fd, or NULL (plain) */
 } cr_io_t;
 
 typedef struct cr_worker cr_worker_t;
@@ -97,6 +101,7 @@ typedef struct cr_upconn cr_upconn_t;
 
 typedef enum {
     CR_US_CONNECTING = 0,         /* non-blocking connect in progress; dial timer */
+    CR_US_TLS_HANDSHAKE,          /* connected, TLS handshake in progress; dial timer still armed */
     CR_US_CONNECT_FAILED,         /* dial failed; the owner retries or answers 502 */
     CR_US_SENDING,                /* bound; request being written */
     CR_US_RECEIVING,              /* bound; request written, response being read */
@@ -125,6 +130,8 @@ struct cr_upconn {
     uint32_t key_hash;
     int err;                      /* errno of a failed dial */
     bool reused;                  /* taken from the idle pool for this request */
+    uint64_t tls_key;             /* TLS endpoint: session and pool key (address + SAN); 0 = plain */
+    cr_tls_failure_t tls_fail;    /* why the TLS dial failed (kind NONE when it did not) */
 };
 
 const char *cr_upstream_state_name(cr_upstream_state_t s);
@@ -135,7 +142,8 @@ const char *cr_upstream_state_name(cr_upstream_state_t s);
 cr_upconn_t *cr_upstream__acquire(cr_worker_t *w, const cr_endpoint_t *ep, cr_conn_t *owner,
                                   bool allow_pooled, int *err);
 /* The bound connection became readable/writable after a connect: resolves
- * CONNECTING into SENDING or CONNECT_FAILED. */
+ * CONNECTING into SENDING, TLS_HANDSHAKE (TLS endpoints) or CONNECT_FAILED,
+ * and advances TLS_HANDSHAKE into SENDING or CONNECT_FAILED (tls_fail set). */
 void cr_upstream__check_connect(cr_upconn_t *u);
 /* Returns a finished connection to the idle pool (or closes it when the
  * pool for its address or the worker is full). */
@@ -193,6 +201,7 @@ typedef enum {
     CR_CS_WRITE_RESPONSE,         /* response (proxied or router-made) going to the client */
     CR_CS_TUNNEL,                 /* after a 101 */
     CR_CS_CLOSING,                /* closed; reaped at the end of the iteration */
+    CR_CS_HANDSHAKE,              /* before the first head: PROXY protocol header, TLS handshake */
 } cr_client_state_t;
 
 /* Session persistence of one request on a route whose mode is not vcap
@@ -257,6 +266,7 @@ typedef struct cr_exchange {
     cr_endpoint_t *ep;            /* ref: the endpoint of the current/last attempt */
     cr_endpoint_t *tried[CR_MAX_TRIED]; /* refs: endpoints that failed */
     cr_proxy_error_t error;       /* router error for log/counters */
+    cr_proxy_error_t fail_error;  /* answer when the attempts run out: NONE = ENDPOINT_FAILURE, or a TLS kind */
     int64_t received_mono_ns;
     int64_t received_real_ns;
     int64_t deadline_ns;          /* endpoint_timeout for all attempts together */
@@ -285,6 +295,12 @@ struct cr_conn {
     bool close_after;             /* drain: close after the current response */
     bool parse_pending;           /* cin holds bytes the head parser has not seen complete */
     bool client_gone;             /* peer closed while we were waiting */
+    bool over_tls;                /* accepted on the TLS listener */
+    bool proxy_pending;           /* enable_proxy: a PROXY header may still come */
+    bool tls_pending;             /* the TLS handshake is not finished */
+    bool has_client_cert;         /* the TLS client presented a (verified) certificate */
+    uint16_t xfcc_len;
+    char *xfcc;                   /* owned: X-Forwarded-Client-Cert value (sanitize_set), or NULL */
     uint16_t client_port;
     uint8_t client_ip_len;
     uint8_t client_addr_len;
@@ -295,7 +311,7 @@ struct cr_conn {
 };
 
 /* How an attempt failed (proxy.c decides on a retry). */
-typedef enum { CR_FAIL_DIAL, CR_FAIL_IO, CR_FAIL_TIMEOUT, CR_FAIL_PROTO } cr_fail_kind_t;
+typedef enum { CR_FAIL_DIAL, CR_FAIL_IO, CR_FAIL_TIMEOUT, CR_FAIL_PROTO, CR_FAIL_TLS } cr_fail_kind_t;
 
 const char *cr_client_state_name(cr_client_state_t s);
 /* proxy.c internals shared with relay.c. */
@@ -355,8 +371,10 @@ struct cr_worker {
     uint32_t id;
     int epfd;                     /* owned */
     int wake_fd;                  /* owned eventfd */
-    int listen_fd;                /* owned; -1 after drain */
+    int listen_fd;                /* owned; -1 after drain (or with disable_http) */
     cr_io_t listen_io;
+    int tls_listen_fd;            /* owned: the ssl_port listener; -1 without enable_ssl */
+    cr_io_t tls_listen_io;
     cr_io_t wake_io;
     pthread_t thread;
     bool thread_started;
@@ -388,6 +406,9 @@ struct cr_router {
     atomic_bool stopping;
     bool started;
     cr_access_log_t *access_log;  /* owned, or NULL */
+    cr_tls_client_t *tls_client;  /* owned: TLS to endpoints with tls_port */
+    cr_tls_server_t *tls_server;  /* owned: the ssl_port front, or NULL without enable_ssl */
+    uint16_t ssl_port;            /* bound TLS port, 0 without enable_ssl */
     cr_sticky_config_t sticky;
     cr_http_limits_t req_limits;
     cr_http_limits_t resp_limits;
@@ -406,6 +427,11 @@ void cr_buf_grow(cr_worker_t *w, cr_buf_t *b, uint32_t cap);
 void cr_timer_arm(cr_worker_t *w, cr_timer_t *t, int64_t deadline_ns);
 void cr_timer_cancel(cr_worker_t *w, cr_timer_t *t);
 static inline bool cr_timer_is_armed(const cr_timer_t *t) { return t->pprev != NULL; }
+
+/* Adds the worker's ssl_port listener (before start); the worker owns fd. */
+int cr_worker__add_tls_listener(cr_worker_t *w, int fd);
+/* Sets c's client_ip/client_addr from a socket address (accept, PROXY protocol). */
+void cr_worker__format_peer(cr_conn_t *c, const struct sockaddr *sa);
 
 /* Epoll registration of a new socket (edge-triggered, in+out+rdhup). */
 int cr_worker__watch(cr_worker_t *w, cr_io_t *io);

@@ -43,6 +43,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -51,7 +52,9 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/xalloc.h"
 #include "common/uuid.h"
+#include "router/proxy_protocol.h"
 #include "router/rewrite.h"
 
 #define CR_SLACK_HEAD 2048          /* room for added request headers */
@@ -63,6 +66,7 @@ static void respond_error(cr_conn_t *c, cr_proxy_error_t kind, const char *detai
 const char *cr_client_state_name(cr_client_state_t s)
 {
     switch (s) {
+    case CR_CS_HANDSHAKE: return "handshake";
     case CR_CS_READ_HEAD: return "read_head";
     case CR_CS_READ_BODY: return "read_body";
     case CR_CS_WAIT_UPSTREAM: return "wait_upstream";
@@ -117,6 +121,7 @@ void cr_proxy__set_state(cr_conn_t *c, cr_client_state_t s)
     cr_worker_t *w = c->w;
     c->state = s;
     switch (s) {
+    case CR_CS_HANDSHAKE:
     case CR_CS_READ_HEAD:
         cr_timer_arm(w, &c->timer, read_head_deadline(c));
         break;
@@ -255,7 +260,7 @@ void cr_proxy__account(cr_conn_t *c)
         rec.x_forwarded_for.len = xl;
         rec.x_forwarded_proto = header_slice(c, "x-forwarded-proto", 17);
         if (!rec.x_forwarded_proto.len)
-            rec.x_forwarded_proto = str_slice("http");
+            rec.x_forwarded_proto = str_slice(c->over_tls ? "https" : "http");
         rec.app_id = str_slice(ex->ep->app);
         rec.app_index = str_slice(ex->ep->private_instance_index);
         rec.instance_id = str_slice(ex->ep->private_instance_id);
@@ -284,6 +289,10 @@ void cr_proxy__close(cr_conn_t *c)
     detach_upstream(c, false);
     release_endpoints(c);
     cr_proxy__set_state(c, CR_CS_CLOSING);
+    cr_tls_close(c->io.ssl);
+    c->io.ssl = NULL;
+    free(c->xfcc);
+    c->xfcc = NULL;
     if (c->io.fd >= 0) {
         close(c->io.fd);
         c->io.fd = -1;
@@ -620,12 +629,24 @@ static bool build_request_head(cr_conn_t *c)
         .endpoint = ex->ep,
         .request_id = ex->request_id,
         .received_at_ms = ex->received_real_ns / CR_NS_PER_MS,
-        .over_tls = false,
+        .over_tls = c->over_tls,
         .upstream_keep_alive = !cfg_of(c)->disable_keep_alives,
     };
+    switch (cr_tls_xfcc_action(cfg_of(c)->forwarded_client_cert, c->has_client_cert)) {
+    case CR_XFCC_KEEP:
+        break;
+    case CR_XFCC_REPLACE:
+        rw.xfcc_value = c->xfcc;
+        rw.xfcc_value_len = c->xfcc_len;
+        rw.drop_xfcc = true;
+        break;
+    case CR_XFCC_REMOVE:
+        rw.drop_xfcc = true;
+        break;
+    }
     if (CR_UNLIKELY(ex->persist.policy != NULL))
         cr_persist__request_rewrite(c, &rw);
-    uint32_t need = ex->req.head_len + CR_SLACK_HEAD;
+    uint32_t need = ex->req.head_len + CR_SLACK_HEAD + c->xfcc_len;
     if (need <= CR_BUF_SIZE)
         cr_buf_acquire(w, &c->rq_out);
     else
@@ -648,6 +669,12 @@ static bool build_request_head(cr_conn_t *c)
  * pool may have changed) and binds a backend connection. On the first
  * attempt routing errors are answered; on a retry a failed pick ends in
  * 502 with the previous failure's reason. Returns false when it answered. */
+/* The answer once no attempt is left: a TLS failure keeps gorouter's code. */
+static cr_proxy_error_t last_failure(const cr_conn_t *c)
+{
+    return c->ex.fail_error != CR_PERR_NONE ? c->ex.fail_error : CR_PERR_ENDPOINT_FAILURE;
+}
+
 static bool begin_attempt(cr_conn_t *c, bool first)
 {
     cr_worker_t *w = c->w;
@@ -684,7 +711,7 @@ static bool begin_attempt(cr_conn_t *c, bool first)
         if (!ep) {
             cr_registry_read_unlock();
             if (!first) {
-                respond_error(c, CR_PERR_ENDPOINT_FAILURE, NULL, 0, NULL);
+                respond_error(c, last_failure(c), NULL, 0, NULL);
                 return false;
             }
             char detail[512];
@@ -740,7 +767,7 @@ static bool begin_attempt(cr_conn_t *c, bool first)
     }
     if (!pick.ep) {
         if (!first) {
-            respond_error(c, CR_PERR_ENDPOINT_FAILURE, NULL, 0, NULL);
+            respond_error(c, last_failure(c), NULL, 0, NULL);
             return false;
         }
         if (pick.err == CR_PERR_ENDPOINT_FAILURE)
@@ -791,6 +818,15 @@ void cr_proxy__attempt_failed(cr_conn_t *c, cr_fail_kind_t kind, int err, const 
 {
     cr_worker_t *w = c->w;
     cr_exchange_t *ex = &c->ex;
+    cr_tls_failure_t alert;
+    if (kind == CR_FAIL_IO && c->up && c->up->io.ssl && !ex->got_resp_bytes &&
+        cr_tls_alert_failure(c->up->io.ssl, &alert)) {
+        /* With TLS 1.3 a refused client certificate arrives as an alert
+         * after the handshake, on the first read. */
+        kind = CR_FAIL_TLS;
+        ex->fail_error = alert.kind;
+        msg = alert.reason;
+    }
     bool reused = c->up && c->up->reused;
     cr_sockaddr_t addr;
     socklen_t addr_len = 0;
@@ -816,6 +852,9 @@ void cr_proxy__attempt_failed(cr_conn_t *c, cr_fail_kind_t kind, int err, const 
     case CR_FAIL_PROTO:
         snprintf(ex->reason, sizeof(ex->reason), "%s", msg ? msg : "malformed response");
         break;
+    case CR_FAIL_TLS:
+        snprintf(ex->reason, sizeof(ex->reason), "%s", msg ? msg : "tls: handshake failure");
+        break;
     }
     detach_upstream(c, false);
     cr_counter_add(&w->counters.backend_failures, 1);
@@ -823,7 +862,13 @@ void cr_proxy__attempt_failed(cr_conn_t *c, cr_fail_kind_t kind, int err, const 
     bool stale = reused && kind == CR_FAIL_IO;
     if (stale && addr_len)
         cr_upstream__close_idle_like(w, &addr, addr_len);
-    if (ex->ep && !stale && (kind == CR_FAIL_DIAL || (kind == CR_FAIL_IO && err == ECONNRESET))) {
+    if (ex->ep && ex->ep->tls && (kind == CR_FAIL_DIAL || kind == CR_FAIL_TLS)) {
+        /* gorouter prunes a TLS endpoint that fails to dial or handshake:
+         * TLS endpoints are exempt from TTL pruning, so this is how they go. */
+        if (cr_registry_remove_endpoint(w->rt->reg, ex->ep))
+            CR_INFO("router", "tls endpoint removed endpoint=%s reason=\"%s\"", ex->ep->addr,
+                    ex->reason);
+    } else if (ex->ep && !stale && (kind == CR_FAIL_DIAL || (kind == CR_FAIL_IO && err == ECONNRESET))) {
         int64_t now = w->now_ns ? w->now_ns : 1;
         atomic_store_explicit(&ex->ep->failed_at_ns, now, memory_order_relaxed);
     }
@@ -835,7 +880,7 @@ void cr_proxy__attempt_failed(cr_conn_t *c, cr_fail_kind_t kind, int err, const 
         ex->ep = NULL;
     }
     bool retriable = false;
-    if (kind == CR_FAIL_DIAL)
+    if (kind == CR_FAIL_DIAL || kind == CR_FAIL_TLS)
         retriable = true;
     else if (kind == CR_FAIL_IO)
         retriable = !ex->got_resp_bytes &&
@@ -858,7 +903,7 @@ void cr_proxy__attempt_failed(cr_conn_t *c, cr_fail_kind_t kind, int err, const 
     if (cr_log_ratelimit_allow(&rl, 5 * CR_NS_PER_SEC, &skipped))
         CR_WARN("router", "backend failed reason=\"%s\" request_id=%s suppressed=%llu",
                 ex->reason, ex->request_id, (unsigned long long)skipped);
-    respond_error(c, CR_PERR_ENDPOINT_FAILURE, NULL, 0, ex->reason);
+    respond_error(c, last_failure(c), NULL, 0, ex->reason);
 }
 
 /* --- Pumping the request ------------------------------------------------------- */
@@ -989,13 +1034,18 @@ static bool step_exchange(cr_conn_t *c)
         cr_proxy__attempt_failed(c, CR_FAIL_DIAL, ex->dial_err ? ex->dial_err : EMFILE, NULL);
         return true;
     }
-    if (u->state == CR_US_CONNECTING) {
+    if (u->state == CR_US_CONNECTING || u->state == CR_US_TLS_HANDSHAKE) {
         cr_upstream__check_connect(u);
-        if (u->state == CR_US_CONNECTING)
+        if (u->state == CR_US_CONNECTING || u->state == CR_US_TLS_HANDSHAKE)
             return pump_request(c) > 0;
     }
     if (u->state == CR_US_CONNECT_FAILED) {
-        cr_proxy__attempt_failed(c, CR_FAIL_DIAL, u->err, NULL);
+        if (u->tls_fail.kind != CR_PERR_NONE) {
+            ex->fail_error = u->tls_fail.kind;
+            cr_proxy__attempt_failed(c, CR_FAIL_TLS, u->err, u->tls_fail.reason);
+        } else {
+            cr_proxy__attempt_failed(c, CR_FAIL_DIAL, u->err, NULL);
+        }
         return true;
     }
     bool progress = false;
@@ -1022,6 +1072,89 @@ static bool step_exchange(cr_conn_t *c)
     return progress || c->state != s0;
 }
 
+/* --- PROXY protocol and TLS handshake ------------------------------------------- */
+
+/* Reads a PROXY header without taking a byte of what follows (it may be a
+ * TLS ClientHello): peek, parse, then consume exactly the header. */
+static bool step_proxy_header(cr_conn_t *c)
+{
+    char buf[CR_PROXY_V2_MAX];
+    ssize_t n = recv(c->io.fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        c->io.readable = false;
+        return false;
+    }
+    if (n <= 0) {
+        cr_proxy__close(c);
+        return true;
+    }
+    cr_proxy_header_t h;
+    int r = cr_proxy_protocol_parse(buf, (size_t)n, &h);
+    if (r == CR_AGAIN && (size_t)n < sizeof(buf) && !c->io.hup) {
+        c->io.readable = false; /* new bytes raise a new edge */
+        return false;
+    }
+    if (r < 0) {
+        CR_DEBUG("router", "bad PROXY protocol header client=%s", c->client_addr);
+        cr_proxy__close(c);
+        return true;
+    }
+    if (r > 0) {
+        ssize_t got = recv(c->io.fd, buf, (size_t)r, MSG_DONTWAIT);
+        if (got != r) {
+            cr_proxy__close(c);
+            return true;
+        }
+        if (h.has_addr)
+            cr_worker__format_peer(c, &h.src.sa);
+    }
+    c->proxy_pending = false;
+    return true;
+}
+
+/* HANDSHAKE: the PROXY header (enable_proxy), then the TLS handshake (TLS
+ * listener); then READ_HEAD. A failed handshake closes without a word. */
+static bool step_handshake(cr_conn_t *c)
+{
+    if (c->proxy_pending) {
+        if (!c->io.readable)
+            return false;
+        return step_proxy_header(c);
+    }
+    if (c->tls_pending) {
+        char reason[128];
+        switch (cr_tls_accept_step(c->io.ssl, reason, sizeof(reason))) {
+        case CR_TLS_WANT_READ:
+            c->io.readable = false;
+            return false;
+        case CR_TLS_WANT_WRITE:
+            c->io.writable = false;
+            return false;
+        case CR_TLS_FAILED:
+            CR_DEBUG("router", "tls handshake failed client=%s reason=\"%s\"", c->client_addr, reason);
+            cr_proxy__close(c);
+            return true;
+        case CR_TLS_DONE:
+            break;
+        }
+        c->tls_pending = false;
+        c->has_client_cert = SSL_get0_peer_certificate(c->io.ssl) != NULL;
+        if (c->has_client_cert && cfg_of(c)->forwarded_client_cert == CR_XFCC_SANITIZE_SET) {
+            char tmp[8192];
+            int n = cr_tls_xfcc_value(c->io.ssl, tmp, sizeof(tmp));
+            if (n > 0) {
+                c->xfcc = cr_xmemdup0(tmp, (size_t)n);
+                c->xfcc_len = (uint16_t)n;
+            }
+        }
+        c->io.readable = true; /* the request may already sit in OpenSSL's buffer */
+        c->io.writable = true;
+    }
+    c->last_active_ns = c->w->now_ns;
+    cr_proxy__set_state(c, CR_CS_READ_HEAD);
+    return true;
+}
+
 /* --- Driving --------------------------------------------------------------------- */
 
 static void drive(cr_conn_t *c)
@@ -1029,6 +1162,9 @@ static void drive(cr_conn_t *c)
     for (;;) {
         bool progress;
         switch (c->state) {
+        case CR_CS_HANDSHAKE:
+            progress = step_handshake(c);
+            break;
         case CR_CS_READ_HEAD:
             progress = step_read_head(c);
             break;
@@ -1055,16 +1191,28 @@ void cr_proxy__on_accept(cr_conn_t *c)
     c->head_started_ns = w->now_ns; /* the first head is due within read_header_timeout */
     c->io.writable = true;
     c->io.readable = true;          /* try at once: the request often came with the SYN-ACK's ACK */
-    cr_proxy__set_state(c, CR_CS_READ_HEAD);
+    c->proxy_pending = cfg_of(c)->enable_proxy;
+    c->tls_pending = c->io.ssl != NULL;
+    cr_proxy__set_state(c, c->proxy_pending || c->tls_pending ? CR_CS_HANDSHAKE : CR_CS_READ_HEAD);
     drive(c);
 }
 
 void cr_proxy__on_client_event(cr_conn_t *c, uint32_t events)
 {
-    if (events & EPOLLIN)
+    if (events & EPOLLIN) {
         c->io.readable = true;
-    if (events & EPOLLOUT)
+        if (c->io.wr_wants_read) {
+            c->io.wr_wants_read = false;
+            c->io.writable = true;
+        }
+    }
+    if (events & EPOLLOUT) {
         c->io.writable = true;
+        if (c->io.rd_wants_write) {
+            c->io.rd_wants_write = false;
+            c->io.readable = true;
+        }
+    }
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         c->io.hup = true;
         c->io.readable = true;
@@ -1083,6 +1231,7 @@ void cr_proxy__on_timer(cr_conn_t *c)
 {
     cr_worker_t *w = c->w;
     switch (c->state) {
+    case CR_CS_HANDSHAKE:
     case CR_CS_READ_HEAD: {
         int64_t dl = read_head_deadline(c);
         if (w->now_ns < dl) {
@@ -1099,7 +1248,7 @@ void cr_proxy__on_timer(cr_conn_t *c)
             cr_timer_arm(w, &c->timer, c->ex.deadline_ns);
             return;
         }
-        if (c->up && c->up->state == CR_US_CONNECTING) {
+        if (c->up && (c->up->state == CR_US_CONNECTING || c->up->state == CR_US_TLS_HANDSHAKE)) {
             c->up->err = ETIMEDOUT;
             c->up->state = CR_US_CONNECT_FAILED;
         }
@@ -1129,7 +1278,8 @@ void cr_proxy__on_timer(cr_conn_t *c)
 
 void cr_proxy__drain(cr_conn_t *c)
 {
-    if (c->state == CR_CS_READ_HEAD && c->cin.end == c->cin.start) {
+    if (c->state == CR_CS_HANDSHAKE ||
+        (c->state == CR_CS_READ_HEAD && c->cin.end == c->cin.start)) {
         cr_proxy__close(c);
         return;
     }

@@ -262,7 +262,7 @@ static bool on_response_head(cr_conn_t *c, const cr_http_response_t *resp)
             .resp = resp,
             .endpoint = ex->ep,
             .context_path = ex->ep->context_path ? ex->ep->context_path : "",
-            .over_tls = false,
+            .over_tls = c->over_tls,
         };
         extra_len = cr_sticky_response_cookie(&sctx, extra, sizeof(extra));
         if (extra_len < 0)

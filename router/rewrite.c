@@ -509,6 +509,11 @@ int cr_rewrite_request_head(const cr_request_rewrite_t *rw, char *buf, size_t ca
                 put_header(&o, h);
             break;
         case H_OTHER:
+            if (rw->drop_xfcc && h->name_len == 23 &&
+                cr_http_token_eq(h->name, 23, "x-forwarded-client-cert"))
+                break;
+            put_header(&o, h);
+            break;
         case H_CONTENT_LENGTH:
         case H_TRANSFER_ENCODING:
             put_header(&o, h);
@@ -591,6 +596,11 @@ int cr_rewrite_request_head(const cr_request_rewrite_t *rw, char *buf, size_t ca
             PUT_LIT(&o, "X-Forwarded-Proto: https\r\n");
         else
             PUT_LIT(&o, "X-Forwarded-Proto: http\r\n");
+    }
+    if (rw->xfcc_value) {
+        PUT_LIT(&o, "X-Forwarded-Client-Cert: ");
+        put(&o, rw->xfcc_value, rw->xfcc_value_len);
+        PUT_LIT(&o, "\r\n");
     }
     if (!has_start) {
         PUT_LIT(&o, "X-Request-Start: ");

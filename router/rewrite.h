@@ -32,6 +32,12 @@ typedef struct cr_request_rewrite {
     int64_t received_at_ms;       /* epoch ms, for X-Request-Start */
     bool over_tls;                /* X-Forwarded-Proto when absent */
     bool upstream_keep_alive;     /* false: send "Connection: close" */
+    /* forwarded_client_cert (issue 6): leave out the client's
+     * X-Forwarded-Client-Cert lines; then set one to xfcc_value when not
+     * NULL (base64 of the client certificate's DER, from the TLS front). */
+    bool drop_xfcc;
+    const char *xfcc_value;
+    size_t xfcc_value_len;
     /* Session persistence: one cookie of the Cookie headers edited on the
      * way (every pair of that name). NULL = Cookie headers go as sent. */
     const char *cookie_name;

@@ -60,6 +60,37 @@ fail:
     return -1;
 }
 
+/* The TLS contexts and the ssl_port listeners (one per worker, same port). */
+static int setup_tls(cr_router_t *rt, char *err, size_t err_cap)
+{
+    const cr_config_t *cfg = rt->cfg;
+    rt->tls_client = cr_tls_client_create(cfg, err, err_cap);
+    if (!rt->tls_client)
+        return -1;
+    if (cfg->skip_ssl_validation)
+        CR_WARN("router", "skip_ssl_validation is on: certificates of TLS endpoints are not verified");
+    if (!cfg->enable_ssl)
+        return 0;
+    rt->tls_server = cr_tls_server_create(cfg, err, err_cap);
+    if (!rt->tls_server)
+        return -1;
+    uint16_t port = cfg->ssl_port;
+    for (uint32_t i = 0; i < rt->n_workers; i++) {
+        uint16_t bound = 0;
+        int fd = open_listener(port, &bound, err, err_cap);
+        if (fd < 0)
+            return -1;
+        port = bound;
+        if (cr_worker__add_tls_listener(rt->workers[i], fd) != 0) {
+            snprintf(err, err_cap, "ssl_port %u: epoll: %s", port, strerror(errno));
+            close(fd);
+            return -1;
+        }
+    }
+    rt->ssl_port = port;
+    return 0;
+}
+
 cr_router_t *cr_router_create(const cr_config_t *cfg, cr_registry_t *reg, char *err, size_t err_cap)
 {
     cr_router_t *rt = cr_xcalloc(1, sizeof(*rt));
@@ -93,17 +124,23 @@ cr_router_t *cr_router_create(const cr_config_t *cfg, cr_registry_t *reg, char *
     uint16_t port = cfg->port;
     for (uint32_t i = 0; i < rt->n_workers; i++) {
         uint16_t bound = 0;
-        int fd = open_listener(port, &bound, err, err_cap);
-        if (fd < 0)
-            goto fail;
-        port = bound;
+        int fd = -1;
+        if (!cfg->disable_http) {
+            fd = open_listener(port, &bound, err, err_cap);
+            if (fd < 0)
+                goto fail;
+            port = bound;
+        }
         rt->workers[i] = cr_worker__create(rt, i, fd, err, err_cap);
         if (!rt->workers[i]) {
-            close(fd);
+            if (fd >= 0)
+                close(fd);
             goto fail;
         }
     }
-    rt->port = port;
+    rt->port = cfg->disable_http ? 0 : port;
+    if (setup_tls(rt, err, err_cap) != 0)
+        goto fail;
     return rt;
 fail:
     cr_router_destroy(rt);
@@ -125,7 +162,8 @@ int cr_router_start(cr_router_t *rt)
         }
     }
     rt->started = true;
-    CR_INFO("router", "listening port=%u workers=%u", rt->port, rt->n_workers);
+    CR_INFO("router", "listening port=%u ssl_port=%u workers=%u proxy_protocol=%s", rt->port,
+            rt->ssl_port, rt->n_workers, rt->cfg->enable_proxy ? "on" : "off");
     return 0;
 }
 
@@ -167,6 +205,8 @@ void cr_router_destroy(cr_router_t *rt)
     for (uint32_t i = 0; i < rt->n_workers; i++)
         cr_worker__destroy(rt->workers[i]);
     free(rt->workers);
+    cr_tls_server_destroy(rt->tls_server);
+    cr_tls_client_destroy(rt->tls_client);
     cr_persist_learn_destroy(rt->learn);
     cr_access_log_close(rt->access_log);
     free(rt);

@@ -69,8 +69,13 @@ static int session_key_idx = -1;  /* SSL ex_data: the session key (uint64 in a p
 static int client_idx = -1;       /* SSL_CTX ex_data: the cr_tls_client_t */
 static pthread_once_t idx_once = PTHREAD_ONCE_INIT;
 
+/* OpenSSL is initialised without its atexit cleanup: nats.c frees
+ * OpenSSL's compression-method stack in its own final cleanup, so OpenSSL
+ * freeing it again at exit crashes the process (whichever library
+ * initialises OpenSSL first decides whether the atexit handler exists). */
 static void init_indexes(void)
 {
+    OPENSSL_init_ssl(OPENSSL_INIT_NO_ATEXIT | OPENSSL_INIT_LOAD_SSL_STRINGS, NULL);
     session_key_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     client_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }

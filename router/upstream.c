@@ -27,6 +27,7 @@ const char *cr_upstream_state_name(cr_upstream_state_t s)
 {
     switch (s) {
     case CR_US_CONNECTING: return "connecting";
+    case CR_US_TLS_HANDSHAKE: return "tls_handshake";
     case CR_US_CONNECT_FAILED: return "connect_failed";
     case CR_US_SENDING: return "sending";
     case CR_US_RECEIVING: return "receiving";
@@ -101,6 +102,8 @@ void cr_upstream__close(cr_upconn_t *u)
     if (u->state == CR_US_IDLE)
         idle_unlink(w, u);
     cr_timer_cancel(w, &u->timer);
+    cr_tls_close(u->io.ssl);
+    u->io.ssl = NULL;
     if (u->io.fd >= 0) {
         close(u->io.fd);
         u->io.fd = -1;
@@ -110,11 +113,14 @@ void cr_upstream__close(cr_upconn_t *u)
     cr_worker__reap_upconn(w, u);
 }
 
-static cr_upconn_t *take_idle(cr_worker_t *w, const cr_sockaddr_t *addr, socklen_t len)
+/* An idle connection to addr; tls_key must match too (a TLS connection
+ * was verified for one SAN; 0 = plain). */
+static cr_upconn_t *take_idle(cr_worker_t *w, const cr_sockaddr_t *addr, socklen_t len,
+                              uint64_t tls_key)
 {
     uint32_t h = hash_addr(addr, len);
     for (cr_upconn_t *u = w->idle_buckets[h & (CR_IDLE_BUCKETS - 1)]; u; u = u->b_next) {
-        if (u->key_hash == h && same_addr(&u->addr, addr)) {
+        if (u->key_hash == h && same_addr(&u->addr, addr) && u->tls_key == tls_key) {
             idle_unlink(w, u);
             cr_timer_cancel(w, &u->timer);
             return u;
@@ -166,10 +172,18 @@ void cr_upstream__close_all_idle(cr_worker_t *w)
 
 void cr_upstream__close_idle_like(cr_worker_t *w, const cr_sockaddr_t *addr, socklen_t len)
 {
-    cr_upconn_t *u;
-    while ((u = take_idle(w, addr, len)) != NULL) {
+    cr_upconn_t **bucket = &w->idle_buckets[hash_addr(addr, len) & (CR_IDLE_BUCKETS - 1)];
+    cr_upconn_t *u = *bucket;
+    while (u) {
+        if (!same_addr(&u->addr, addr)) {
+            u = u->b_next;
+            continue;
+        }
+        idle_unlink(w, u);
+        cr_timer_cancel(w, &u->timer);
         u->state = CR_US_SENDING; /* not idle any more: close without unlinking twice */
         cr_upstream__close(u);
+        u = *bucket;
     }
 }
 
@@ -180,8 +194,9 @@ cr_upconn_t *cr_upstream__acquire(cr_worker_t *w, const cr_endpoint_t *ep, cr_co
 {
     const cr_sockaddr_t *addr = (const cr_sockaddr_t *)&ep->sockaddr;
     socklen_t len = ep->sockaddr_len;
+    uint64_t tls_key = ep->tls ? cr_tls_session_key(ep->addr, ep->server_cert_domain_san) : 0;
     if (allow_pooled && len) {
-        cr_upconn_t *u = take_idle(w, addr, len);
+        cr_upconn_t *u = take_idle(w, addr, len, tls_key);
         if (u) {
             u->owner = owner;
             u->reused = true;
@@ -207,7 +222,19 @@ cr_upconn_t *cr_upstream__acquire(cr_worker_t *w, const cr_endpoint_t *ep, cr_co
     u->addr_len = len;
     u->key_hash = hash_addr(addr, len);
     u->owner = owner;
+    u->tls_key = tls_key;
     cr_counter_add(&w->counters.backend_connects, 1);
+    if (tls_key) {
+        u->io.ssl = cr_tls_client_ssl_new(w->rt->tls_client, fd, ep->server_cert_domain_san,
+                                          tls_key, &u->tls_fail);
+        if (!u->io.ssl) {
+            u->err = EPROTO;
+            u->state = CR_US_CONNECT_FAILED;
+            close(fd);
+            u->io.fd = -1;
+            return u;
+        }
+    }
     int r;
     do {
         r = connect(fd, &addr->sa, len);
@@ -226,19 +253,48 @@ cr_upconn_t *cr_upstream__acquire(cr_worker_t *w, const cr_endpoint_t *ep, cr_co
         u->io.fd = -1;
         return u;
     }
-    if (r == 0) {
+    if (r == 0 && !u->io.ssl) {
         u->state = CR_US_SENDING;
         u->io.writable = true;
     } else {
-        u->state = CR_US_CONNECTING;
+        /* TLS: the dial timeout covers the handshake too. */
+        u->state = r == 0 ? CR_US_TLS_HANDSHAKE : CR_US_CONNECTING;
+        u->io.writable = r == 0;
         int64_t dl = w->now_ns + w->rt->cfg->endpoint_dial_timeout_ns;
         cr_timer_arm(w, &u->timer, dl);
     }
     return u;
 }
 
+/* TLS_HANDSHAKE -> SENDING or CONNECT_FAILED (tls_fail says why). */
+static void step_handshake(cr_upconn_t *u)
+{
+    switch (cr_tls_connect_step(u->io.ssl, &u->tls_fail)) {
+    case CR_TLS_DONE:
+        cr_timer_cancel(u->w, &u->timer);
+        u->state = CR_US_SENDING;
+        u->io.writable = true;
+        break;
+    case CR_TLS_WANT_READ:
+        u->io.readable = false;
+        break;
+    case CR_TLS_WANT_WRITE:
+        u->io.writable = false;
+        break;
+    case CR_TLS_FAILED:
+        cr_timer_cancel(u->w, &u->timer);
+        u->err = EPROTO;
+        u->state = CR_US_CONNECT_FAILED;
+        break;
+    }
+}
+
 void cr_upstream__check_connect(cr_upconn_t *u)
 {
+    if (u->state == CR_US_TLS_HANDSHAKE) {
+        step_handshake(u);
+        return;
+    }
     if (u->state != CR_US_CONNECTING || !(u->io.writable || u->io.hup))
         return;
     int soerr = 0;
@@ -247,28 +303,46 @@ void cr_upstream__check_connect(cr_upconn_t *u)
         soerr = errno;
     if (soerr == 0 && u->io.hup && !u->io.writable)
         soerr = ECONNREFUSED;
-    cr_timer_cancel(u->w, &u->timer);
     if (soerr != 0) {
+        cr_timer_cancel(u->w, &u->timer);
         u->err = soerr;
         u->state = CR_US_CONNECT_FAILED;
         return;
     }
+    if (u->io.ssl) {
+        u->state = CR_US_TLS_HANDSHAKE;
+        step_handshake(u);
+        return;
+    }
+    cr_timer_cancel(u->w, &u->timer);
     u->state = CR_US_SENDING;
 }
 
 void cr_upstream__on_event(cr_upconn_t *u, uint32_t events)
 {
-    if (events & (EPOLLIN))
+    if (events & (EPOLLIN)) {
         u->io.readable = true;
-    if (events & EPOLLOUT)
+        if (u->io.wr_wants_read) {
+            u->io.wr_wants_read = false;
+            u->io.writable = true;
+        }
+    }
+    if (events & EPOLLOUT) {
         u->io.writable = true;
+        if (u->io.rd_wants_write) {
+            u->io.rd_wants_write = false;
+            u->io.readable = true;
+        }
+    }
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         u->io.hup = true;
         u->io.readable = true; /* read to learn EOF or the error */
     }
     if (u->state == CR_US_IDLE) {
-        /* Input or a hang-up on an idle connection: the backend closed it. */
-        if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        /* Input or a hang-up on an idle connection: the backend closed it.
+         * TLS 1.3 session tickets arriving late are input, not a close. */
+        if ((events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) ||
+            ((events & EPOLLIN) && !(u->io.ssl && cr_tls_idle_still_usable(u->io.ssl))))
             cr_upstream__close(u);
         return;
     }
@@ -282,7 +356,9 @@ void cr_upstream__on_timer(cr_upconn_t *u)
         cr_upstream__close(u);
         return;
     }
-    if (u->state == CR_US_CONNECTING) {
+    if (u->state == CR_US_CONNECTING || u->state == CR_US_TLS_HANDSHAKE) {
+        if (u->state == CR_US_TLS_HANDSHAKE)
+            cr_tls_timeout_failure(&u->tls_fail);
         u->err = ETIMEDOUT;
         u->state = CR_US_CONNECT_FAILED;
         if (u->owner)

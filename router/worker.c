@@ -189,8 +189,47 @@ static int next_timeout_ms(cr_worker_t *w)
 
 /* --- I/O helpers ---------------------------------------------------------- */
 
+/* TLS: readiness is cleared only when OpenSSL asks to wait (a record is
+ * decrypted per call, so a short read says nothing about the socket); a
+ * read that must write first (or the reverse) waits for the other event. */
+static ssize_t tls_send2(cr_io_t *io, const char *a, size_t alen, const char *b, size_t blen)
+{
+    cr_tls_step_t want = CR_TLS_WANT_WRITE;
+    ssize_t r = cr_tls_write2(io->ssl, a, alen, b, blen, &want);
+    if (r != CR_AGAIN)
+        return r;
+    if (want == CR_TLS_WANT_READ) {
+        io->readable = false;
+        io->wr_wants_read = true;
+    }
+    io->writable = false;
+    return 0;
+}
+
+static ssize_t tls_read(cr_io_t *io, cr_buf_t *b)
+{
+    cr_tls_step_t want = CR_TLS_WANT_READ;
+    ssize_t r = cr_tls_read(io->ssl, b->data + b->end, b->cap - b->end, &want);
+    if (r > 0) {
+        b->end += (uint32_t)r;
+        return r;
+    }
+    io->readable = false;
+    if (r == 0) {
+        io->eof = true;
+        return 0;
+    }
+    if (r == CR_AGAIN && want == CR_TLS_WANT_WRITE) {
+        io->writable = false;
+        io->rd_wants_write = true;
+    }
+    return r;
+}
+
 ssize_t cr_io__send2(cr_io_t *io, const char *a, size_t alen, const char *b, size_t blen)
 {
+    if (io->ssl)
+        return tls_send2(io, a, alen, b, blen);
     struct iovec iov[2];
     int n = 0;
     if (alen) {
@@ -226,6 +265,8 @@ ssize_t cr_io__send2(cr_io_t *io, const char *a, size_t alen, const char *b, siz
 
 ssize_t cr_io__read(cr_io_t *io, cr_buf_t *b)
 {
+    if (io->ssl)
+        return tls_read(io, b);
     size_t room = b->cap - b->end;
     ssize_t r;
     do {
@@ -329,10 +370,10 @@ static void reap(cr_worker_t *w)
 
 /* --- Accept --------------------------------------------------------------- */
 
-static void format_peer(cr_conn_t *c, const struct sockaddr_storage *ss)
+void cr_worker__format_peer(cr_conn_t *c, const struct sockaddr *ss)
 {
     const void *a;
-    int fam = ss->ss_family;
+    int fam = ss->sa_family;
     uint16_t port;
     if (fam == AF_INET6) {
         const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
@@ -360,12 +401,15 @@ static void format_peer(cr_conn_t *c, const struct sockaddr_storage *ss)
                                                    : n);
 }
 
-static void on_accept(cr_worker_t *w)
+static void on_accept(cr_worker_t *w, bool tls)
 {
-    for (int i = 0; i < 64 && w->listen_fd >= 0; i++) {
+    for (int i = 0; i < 64; i++) {
+        int lfd = tls ? w->tls_listen_fd : w->listen_fd;
+        if (lfd < 0)
+            return;
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
-        int fd = accept4(w->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -382,8 +426,14 @@ static void on_accept(cr_worker_t *w)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         cr_conn_t *c = alloc_conn(w);
         c->io.fd = fd;
-        format_peer(c, &ss);
-        if (cr_worker__watch(w, &c->io) != 0) {
+        cr_worker__format_peer(c, (const struct sockaddr *)&ss);
+        if (tls) {
+            c->over_tls = true;
+            c->io.ssl = cr_tls_server_ssl_new(w->rt->tls_server, fd);
+        }
+        if ((tls && !c->io.ssl) || cr_worker__watch(w, &c->io) != 0) {
+            cr_tls_close(c->io.ssl);
+            c->io.ssl = NULL;
             close(fd);
             c->next = w->free_conns;
             w->free_conns = c;
@@ -403,6 +453,11 @@ static void on_accept(cr_worker_t *w)
 
 static void close_listener(cr_worker_t *w)
 {
+    if (w->tls_listen_fd >= 0) {
+        epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->tls_listen_fd, NULL);
+        close(w->tls_listen_fd);
+        w->tls_listen_fd = -1;
+    }
     if (w->listen_fd < 0)
         return;
     epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fd, NULL);
@@ -445,7 +500,10 @@ static void dispatch(cr_worker_t *w, struct epoll_event *ev)
     cr_io_t *io = ev->data.ptr;
     switch (io->kind) {
     case CR_IO_LISTENER:
-        on_accept(w);
+        on_accept(w, false);
+        break;
+    case CR_IO_TLS_LISTENER:
+        on_accept(w, true);
         break;
     case CR_IO_WAKE:
         on_wake(w);
@@ -507,6 +565,7 @@ cr_worker_t *cr_worker__create(cr_router_t *rt, uint32_t id, int listen_fd, char
     w->rt = rt;
     w->id = id;
     w->listen_fd = listen_fd;
+    w->tls_listen_fd = -1;
     w->free_bufs_cap = CR_BUF_POOL_KEEP;
     w->free_bufs = cr_xcalloc(w->free_bufs_cap, sizeof(char *));
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -520,8 +579,8 @@ cr_worker_t *cr_worker__create(cr_router_t *rt, uint32_t id, int listen_fd, char
     w->wake_io.fd = w->wake_fd;
     w->wake_io.kind = CR_IO_WAKE;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->listen_io};
-    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, listen_fd, &ev) != 0)
-        goto fail_ctl;
+    if (listen_fd >= 0 && epoll_ctl(w->epfd, EPOLL_CTL_ADD, listen_fd, &ev) != 0)
+        goto fail_ctl; /* disable_http: no plain listener */
     ev.data.ptr = &w->wake_io;
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wake_fd, &ev) != 0)
         goto fail_ctl;
@@ -532,6 +591,17 @@ fail:
     w->listen_fd = -1; /* still the caller's on failure */
     cr_worker__destroy(w);
     return NULL;
+}
+
+int cr_worker__add_tls_listener(cr_worker_t *w, int fd)
+{
+    w->tls_listen_io.fd = fd;
+    w->tls_listen_io.kind = CR_IO_TLS_LISTENER;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->tls_listen_io};
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+        return -errno;
+    w->tls_listen_fd = fd;
+    return 0;
 }
 
 int cr_worker__start(cr_worker_t *w)
