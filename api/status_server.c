@@ -278,6 +278,7 @@ static void format_persistence(buf_t *b, const cr_persist_policy_t *p)
         case CR_PK_MAX_LIFE: buf_printf(b, "\"%" PRId64 "s\"", (int64_t)(p->max_life_ns / CR_NS_PER_SEC)); break;
         case CR_PK_TABLE_SIZE: buf_printf(b, "%" PRIu32, p->table_size); break;
         case CR_PK_IP_PREFIX: buf_printf(b, "%u", (unsigned)p->ip_prefix); break;
+        case CR_PK_IP6_PREFIX: buf_printf(b, "%u", cr_persist_policy_ip6_prefix(p)); break;
         case CR_PK_TRUSTED_PROXIES:
             buf_put(b, "[", 1);
             for (uint32_t i = 0; i < p->trusted_proxies_len; i++) {
@@ -515,6 +516,10 @@ static char *build_varz(const cr_status_server_t *srv, size_t *len_out)
     json_object_set_new(sp, "rejected", json_integer((json_int_t)RT(&f, persist_rejected)));
     json_object_set_new(sp, "cookies_set", json_integer((json_int_t)RT(&f, persist_cookies_set)));
     json_object_set_new(sp, "learned", json_integer((json_int_t)RT(&f, persist_learned)));
+    json_object_set_new(sp, "route_policies_rejected",
+                        json_integer((json_int_t)f.reg.persistence_rejected));
+    json_object_set_new(sp, "route_policies_refused",
+                        json_integer((json_int_t)f.reg.persistence_refused));
     json_object_set_new(o, "session_persistence", sp);
     json_object_set_new(o, "request_body_bytes", json_integer((json_int_t)RT(&f, request_body_bytes)));
     json_object_set_new(o, "response_body_bytes",
@@ -637,6 +642,12 @@ static void build_metrics(const cr_status_server_t *srv, buf_t *b)
            RT(&f, persist_cookies_set));
     metric(b, "session_persistence_learned_total", "counter",
            "Session value to endpoint bindings learned (learn mode).", RT(&f, persist_learned));
+    metric(b, "session_persistence_route_policies_rejected_total", "counter",
+           "Register messages whose session_persistence was invalid (default policy used).",
+           f.reg.persistence_rejected);
+    metric(b, "session_persistence_route_policies_refused_total", "counter",
+           "Register messages whose session_persistence allow_route_session_persistence refused.",
+           f.reg.persistence_refused);
     metric(b, "request_body_bytes_total", "counter", "Request body bytes proxied.",
            RT(&f, request_body_bytes));
     metric(b, "response_body_bytes_total", "counter", "Response body bytes proxied.",

@@ -35,6 +35,7 @@ static const char *const key_names[CR_PK_COUNT] = {
     [CR_PK_TABLE_SIZE] = "table_size",
     [CR_PK_TRUSTED_PROXIES] = "trusted_proxies",
     [CR_PK_IP_PREFIX] = "ip_prefix",
+    [CR_PK_IP6_PREFIX] = "ip6_prefix",
     [CR_PK_FALLBACK_TO] = "fallback_to",
     [CR_PK_LEARN_FROM_REQUESTS] = "learn_from_requests",
     [CR_PK_SECRET] = "secret",
@@ -53,6 +54,7 @@ void cr_persist_policy_defaults(cr_persist_policy_t *p)
     memset(p, 0, sizeof *p);
     p->mode = CR_PERSIST_VCAP;
     p->ip_prefix = 32;
+    p->ip6_prefix = CR_PERSIST_IP6_DERIVED;
     p->http_only = true;
     p->indirect = true;
     p->fallback = true;
@@ -281,6 +283,11 @@ int cr_persist_policy_set(cr_persist_policy_t *p, cr_persist_key_t key, const ch
             return bad(err, err_cap, key, "expected an integer in 0..32", text);
         p->ip_prefix = (uint8_t)u;
         break;
+    case CR_PK_IP6_PREFIX:
+        if (parse_uint(text, 128, &u) != 0)
+            return bad(err, err_cap, key, "expected an integer in 0..128", text);
+        p->ip6_prefix = (uint8_t)u;
+        break;
     case CR_PK_FALLBACK_TO:
         if (text[0] == '\0')
             p->fallback_to_source_ip = false;
@@ -344,6 +351,7 @@ static void copy_key(cr_persist_policy_t *dst, const cr_persist_policy_t *src, c
         dst->trusted_proxies_len = src->trusted_proxies_len;
         break;
     case CR_PK_IP_PREFIX: dst->ip_prefix = src->ip_prefix; break;
+    case CR_PK_IP6_PREFIX: dst->ip6_prefix = src->ip6_prefix; break;
     case CR_PK_FALLBACK_TO: dst->fallback_to_source_ip = src->fallback_to_source_ip; break;
     case CR_PK_LEARN_FROM_REQUESTS: dst->learn_from_requests = src->learn_from_requests; break;
     case CR_PK_SECRET: memcpy(dst->secret, src->secret, sizeof dst->secret); break;
@@ -376,6 +384,11 @@ const char *cr_persist_policy_cookie(const cr_persist_policy_t *p)
         return p->cookie;
     return p->mode == CR_PERSIST_INSERT || p->mode == CR_PERSIST_REWRITE ? "CROUTERID"
                                                                          : "JSESSIONID";
+}
+
+unsigned cr_persist_policy_ip6_prefix(const cr_persist_policy_t *p)
+{
+    return p->ip6_prefix == CR_PERSIST_IP6_DERIVED ? (unsigned)p->ip_prefix + 96u : p->ip6_prefix;
 }
 
 bool cr_persist_policy_differs(const cr_persist_policy_t *p, cr_persist_key_t key)

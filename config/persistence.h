@@ -25,6 +25,7 @@
 #define CR_PERSIST_ATTR_MAX 256    /* cookie Domain and Path, bytes */
 #define CR_PERSIST_SECRET_MAX 256  /* secrets, bytes */
 #define CR_PERSIST_MAX_PROXIES 32  /* trusted_proxies entries */
+#define CR_PERSIST_IP6_DERIVED 255 /* ip6_prefix not given: /(ip_prefix + 96), as before the key existed */
 
 typedef enum {
     CR_PERSIST_VCAP = 0,          /* gorouter's JSESSIONID + __VCAP_ID__ */
@@ -63,6 +64,7 @@ typedef enum {
     CR_PK_TABLE_SIZE,
     CR_PK_TRUSTED_PROXIES,
     CR_PK_IP_PREFIX,
+    CR_PK_IP6_PREFIX,
     CR_PK_FALLBACK_TO,
     CR_PK_LEARN_FROM_REQUESTS,
     CR_PK_SECRET,
@@ -80,7 +82,8 @@ typedef struct cr_persist_policy {
     uint32_t set;                 /* bit (1u << cr_persist_key_t) per key given explicitly */
     uint8_t mode;                 /* cr_persist_mode_t */
     uint8_t same_site;            /* cr_persist_samesite_t */
-    uint8_t ip_prefix;            /* 0..32: IPv4 /N, IPv6 /(N+96) */
+    uint8_t ip_prefix;            /* 0..32: IPv4 /N */
+    uint8_t ip6_prefix;           /* 0..128: IPv6 /N; CR_PERSIST_IP6_DERIVED: ip_prefix + 96 */
     bool fallback_to_source_ip;   /* fallback_to: source_ip */
     bool http_only;
     bool secure;
@@ -133,6 +136,10 @@ bool cr_persist_policy_equal(const cr_persist_policy_t *a, const cr_persist_poli
 /* The cookie name in effect: the configured one, else CROUTERID for
  * insert/rewrite and JSESSIONID for prefix/learn (and vcap). */
 const char *cr_persist_policy_cookie(const cr_persist_policy_t *p);
+
+/* The IPv6 prefix length in effect (0..128): ip6_prefix when given, else
+ * ip_prefix + 96, so /N of IPv4 and of IPv4-mapped IPv6 agree. */
+unsigned cr_persist_policy_ip6_prefix(const cr_persist_policy_t *p);
 
 /* Whether key differs from the default policy (for /routes). */
 bool cr_persist_policy_differs(const cr_persist_policy_t *p, cr_persist_key_t key);

@@ -125,7 +125,7 @@ static uint64_t source_key(const cr_conn_t *c, const cr_persist_policy_t *pol)
         }
     }
     cr_persist_client_addr(pol, peer, vals, lens, n, addr);
-    return cr_persist_ip_key(addr, pol->ip_prefix);
+    return cr_persist_ip_key(addr, pol->ip_prefix, cr_persist_policy_ip6_prefix(pol));
 }
 
 /* The hash key of the policy's header; false when the request has none. */
@@ -387,7 +387,7 @@ static void learn(cr_conn_t *c, uint64_t value_hash)
         .endpoint = cr_persist_endpoint_hash(c->ex.ep),
         .ts_ms = w->now_real_ns / CR_NS_PER_MS,
     };
-    cr_persist_learn_put(w->rt->learn, &b, w->now_ns, true);
+    cr_persist_learn_put(w->rt->learn, &b, w->now_ns, c->ex.persist.policy->table_size, true);
     cr_counter_add(&w->counters.persist_learned, 1);
 }
 

@@ -44,7 +44,7 @@ static void on_learned(void *arg, const char *subject, const char *data, size_t 
     (void)subject;
     cr_persist_learned_t b;
     if (cr_persist_learned_decode(data, len, &b) == 0)
-        cr_persist_learn_put(arg, &b, cr_now_mono_ns(), false);
+        cr_persist_learn_put(arg, &b, cr_now_mono_ns(), 0, false);
 }
 
 static void publish_outbox(cr_persist_sync_t *s)

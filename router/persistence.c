@@ -13,7 +13,12 @@
  *
  * Learn table: 16 shards, each a mutex, a bucket array of entry indices
  * (chained), an entry array of capacity/16 and an LRU list through the
- * entries (indices, 0 = none). Nothing is allocated after create. The
+ * entries (indices, 0 = none). A route's own table_size is a quota inside
+ * the shared table: each shard keeps a slot per route present (count, quota
+ * of ceil(table_size/16), and the route's own LRU list through its
+ * entries), so a route at its quota evicts its own least recently used
+ * entry, not another route's. Slots are preallocated too (a shard never
+ * holds more routes than entries). Nothing is allocated after create. The
  * outbox is a bounded ring under its own mutex that the sync thread drains.
  * Threads: any. Owns: learn tables and their outbox.
  */
@@ -492,13 +497,15 @@ void cr_persist_client_addr(const cr_persist_policy_t *p, const uint8_t peer[16]
     }
 }
 
-uint64_t cr_persist_ip_key(const uint8_t addr[16], uint8_t ip_prefix)
+uint64_t cr_persist_ip_key(const uint8_t addr[16], unsigned ip_prefix, unsigned ip6_prefix)
 {
-    /* IPv4 is mapped into the last 32 bits, so /N of IPv4 and /(N+96) of
-     * IPv6 are the same mask. */
+    /* IPv4 is mapped into the last 32 bits, so its /N is /(N+96) here. */
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     uint8_t a[16];
     memcpy(a, addr, 16);
-    unsigned bits = (unsigned)(ip_prefix > 32 ? 32 : ip_prefix) + 96;
+    unsigned bits = memcmp(addr, mapped, sizeof mapped) == 0
+                        ? (ip_prefix > 32 ? 32 : ip_prefix) + 96
+                        : (ip6_prefix > 128 ? 128 : ip6_prefix);
     for (unsigned i = bits; i < 128; i++)
         a[i / 8] &= (uint8_t)~(0x80u >> (i % 8));
     return cr_persist_hash(a, 16, 0x73726369ULL);
@@ -514,8 +521,19 @@ typedef struct lentry {
     int64_t used_ns;
     uint32_t hnext;               /* bucket chain or free list; index + 1, 0 = end */
     uint32_t lprev, lnext;        /* LRU; index + 1 */
+    uint32_t rslot;               /* its route's slot; index + 1 */
+    uint32_t rprev, rnext;        /* the route's LRU; index + 1 */
     bool live;
 } lentry_t;
+
+/* A route with entries in a shard. */
+typedef struct rslot {
+    uint64_t route;
+    uint32_t count;               /* its live entries in this shard */
+    uint32_t quota;               /* entries it may keep in this shard; 0 = no own bound */
+    uint32_t head, tail;          /* its most / least recently used entry; index + 1 */
+    uint32_t hnext;               /* bucket chain or free list; index + 1 */
+} rslot_t;
 
 typedef struct shard {
     pthread_mutex_t mu;
@@ -526,6 +544,9 @@ typedef struct shard {
     lentry_t *e;                  /* owned, cap entries */
     uint32_t free_head;
     uint32_t lru_head, lru_tail;  /* most / least recently used */
+    uint32_t *rbuckets;           /* owned, mask + 1 route chains */
+    rslot_t *r;                   /* owned, cap slots */
+    uint32_t rused, rfree;        /* slots handed out so far; free list */
 } shard_t;
 
 struct cr_persist_learn {
@@ -552,6 +573,8 @@ cr_persist_learn_t *cr_persist_learn_create(uint32_t capacity)
         s->mask = nb - 1;
         s->buckets = cr_xcalloc(nb, sizeof *s->buckets);
         s->e = cr_xcalloc(per, sizeof *s->e);
+        s->rbuckets = cr_xcalloc(nb, sizeof *s->rbuckets);
+        s->r = cr_xcalloc(per, sizeof *s->r);
     }
     pthread_mutex_init(&t->out_mu, NULL);
     return t;
@@ -565,6 +588,8 @@ void cr_persist_learn_destroy(cr_persist_learn_t *t)
         pthread_mutex_destroy(&t->shards[i].mu);
         free(t->shards[i].buckets);
         free(t->shards[i].e);
+        free(t->shards[i].rbuckets);
+        free(t->shards[i].r);
     }
     pthread_mutex_destroy(&t->out_mu);
     free(t);
@@ -601,11 +626,95 @@ static void lru_push_front(shard_t *s, uint32_t i)
         s->lru_tail = i;
 }
 
-/* Removes entry i (index + 1) from its bucket chain and the LRU list, and
- * puts it on the free list. */
+/* --- per-route slots: find, attach an entry, detach it, touch it --- */
+
+static uint32_t rslot_find(const shard_t *s, uint64_t route)
+{
+    for (uint32_t j = s->rbuckets[fmix64(route) & s->mask]; j; j = s->r[j - 1].hnext)
+        if (s->r[j - 1].route == route)
+            return j;
+    return 0;
+}
+
+/* Links entry i at the front of its route's list, making the slot when the
+ * route has none here (there is always one free: routes <= entries). */
+static void rslot_attach(shard_t *s, uint32_t i)
+{
+    lentry_t *x = &s->e[i - 1];
+    uint32_t j = rslot_find(s, x->route);
+    if (!j) {
+        if (s->rfree) {
+            j = s->rfree;
+            s->rfree = s->r[j - 1].hnext;
+        } else {
+            j = ++s->rused;
+        }
+        rslot_t *r = &s->r[j - 1];
+        uint32_t *b = &s->rbuckets[fmix64(x->route) & s->mask];
+        *r = (rslot_t){.route = x->route, .hnext = *b};
+        *b = j;
+    }
+    rslot_t *r = &s->r[j - 1];
+    x->rslot = j;
+    x->rprev = 0;
+    x->rnext = r->head;
+    if (r->head)
+        s->e[r->head - 1].rprev = i;
+    r->head = i;
+    if (!r->tail)
+        r->tail = i;
+    r->count++;
+}
+
+/* Unlinks entry i from its route's list; frees the slot with its last entry. */
+static void rslot_detach(shard_t *s, uint32_t i)
+{
+    lentry_t *x = &s->e[i - 1];
+    uint32_t j = x->rslot;
+    rslot_t *r = &s->r[j - 1];
+    if (x->rprev)
+        s->e[x->rprev - 1].rnext = x->rnext;
+    else
+        r->head = x->rnext;
+    if (x->rnext)
+        s->e[x->rnext - 1].rprev = x->rprev;
+    else
+        r->tail = x->rprev;
+    x->rprev = x->rnext = x->rslot = 0;
+    if (--r->count == 0) {
+        uint32_t *pp = &s->rbuckets[fmix64(r->route) & s->mask];
+        while (*pp != j)
+            pp = &s->r[*pp - 1].hnext;
+        *pp = r->hnext;
+        r->hnext = s->rfree;
+        s->rfree = j;
+    }
+}
+
+/* Moves entry i to the front of its route's list. */
+static void rslot_touch(shard_t *s, uint32_t i)
+{
+    lentry_t *x = &s->e[i - 1];
+    rslot_t *r = &s->r[x->rslot - 1];
+    if (r->head == i)
+        return;
+    s->e[x->rprev - 1].rnext = x->rnext;
+    if (x->rnext)
+        s->e[x->rnext - 1].rprev = x->rprev;
+    else
+        r->tail = x->rprev;
+    x->rprev = 0;
+    x->rnext = r->head;
+    s->e[r->head - 1].rprev = i;
+    r->head = i;
+}
+
+/* Removes entry i (index + 1) from its bucket chain, the LRU list and its
+ * route, and puts it on the free list. */
 static void entry_remove(shard_t *s, uint32_t i)
 {
     lentry_t *x = &s->e[i - 1];
+    rslot_detach(s, i);
     uint32_t *pp = &s->buckets[entry_key(x->route, x->value) & s->mask];
     while (*pp && *pp != i)
         pp = &s->e[*pp - 1].hnext;
@@ -634,15 +743,28 @@ static shard_t *shard_of(cr_persist_learn_t *t, uint64_t k)
 }
 
 void cr_persist_learn_put(cr_persist_learn_t *t, const cr_persist_learned_t *b, int64_t now_ns,
-                          bool publish)
+                          uint32_t route_limit, bool publish)
 {
     uint64_t k = entry_key(b->route, b->value);
     shard_t *s = shard_of(t, k);
+    /* The route's quota in each shard; ceil, so the whole table rounds up
+     * to a multiple of SHARDS the same way. */
+    uint32_t quota = route_limit ? (route_limit + SHARDS - 1) / SHARDS : 0;
     pthread_mutex_lock(&s->mu);
     uint32_t i = find_entry(s, k, b->route, b->value);
+    uint32_t j = rslot_find(s, b->route);
+    if (j && quota)
+        s->r[j - 1].quota = quota;
     if (i) {
         lru_unlink(s, i);
+        rslot_touch(s, i);
     } else {
+        /* At its quota (its own, else the one last given for it): the
+         * route gives up its own least recently used entry. */
+        while (j && s->r[j - 1].quota && s->r[j - 1].count >= s->r[j - 1].quota) {
+            entry_remove(s, s->r[j - 1].tail);
+            j = rslot_find(s, b->route);
+        }
         if (s->free_head) {
             i = s->free_head;
             s->free_head = s->e[i - 1].hnext;
@@ -660,6 +782,9 @@ void cr_persist_learn_put(cr_persist_learn_t *t, const cr_persist_learned_t *b, 
         x->hnext = s->buckets[k & s->mask];
         s->buckets[k & s->mask] = i;
         s->len++;
+        rslot_attach(s, i);
+        if (quota)
+            s->r[x->rslot - 1].quota = quota;
     }
     s->e[i - 1].endpoint = b->endpoint;
     s->e[i - 1].used_ns = now_ns;
@@ -694,6 +819,7 @@ bool cr_persist_learn_get(cr_persist_learn_t *t, uint64_t route, uint64_t value,
             x->used_ns = now_ns;
             lru_unlink(s, i);
             lru_push_front(s, i);
+            rslot_touch(s, i);
             *endpoint = x->endpoint;
             found = true;
         }
@@ -709,6 +835,20 @@ uint32_t cr_persist_learn_size(cr_persist_learn_t *t)
         pthread_mutex_lock(&t->shards[i].mu);
         n += t->shards[i].len;
         pthread_mutex_unlock(&t->shards[i].mu);
+    }
+    return n;
+}
+
+uint32_t cr_persist_learn_route_size(cr_persist_learn_t *t, uint64_t route)
+{
+    uint32_t n = 0;
+    for (int i = 0; i < SHARDS; i++) {
+        shard_t *s = &t->shards[i];
+        pthread_mutex_lock(&s->mu);
+        uint32_t j = rslot_find(s, route);
+        if (j)
+            n += s->r[j - 1].count;
+        pthread_mutex_unlock(&s->mu);
     }
     return n;
 }

@@ -124,8 +124,10 @@ void cr_persist_client_addr(const cr_persist_policy_t *p, const uint8_t peer[16]
                             const char *const *values, const size_t *lens, size_t n,
                             uint8_t out[16]);
 
-/* Hash key of addr masked to /ip_prefix (IPv4) or /(ip_prefix+96) (IPv6). */
-uint64_t cr_persist_ip_key(const uint8_t addr[16], uint8_t ip_prefix);
+/* Hash key of addr masked to /ip_prefix (0..32) when it is IPv4 (mapped,
+ * ::ffff:0:0/96), else to /ip6_prefix (0..128; see
+ * cr_persist_policy_ip6_prefix). */
+uint64_t cr_persist_ip_key(const uint8_t addr[16], unsigned ip_prefix, unsigned ip6_prefix);
 
 /* --- learn table ------------------------------------------------------------------------ */
 
@@ -143,12 +145,17 @@ typedef struct cr_persist_learned {
 cr_persist_learn_t *cr_persist_learn_create(uint32_t capacity);
 void cr_persist_learn_destroy(cr_persist_learn_t *t);    /* accepts NULL */
 
-/* Inserts or refreshes route/value -> endpoint at now_ns (monotonic),
- * evicting the shard's least recently used entry when full. With publish,
- * the binding is also queued for the other routers (outbox, bounded:
- * dropped when full). */
+/* Inserts or refreshes route/value -> endpoint at now_ns (monotonic).
+ * route_limit is the route's table_size: the route keeps at most that many
+ * entries (rounded up to a multiple of 16: ceil(route_limit/16) per shard),
+ * evicting its own least recently used one beyond; 0 = the limit last
+ * given for the route here (a binding from another router), or none. A
+ * route's limit above the table's capacity is bounded by the capacity. When
+ * the shard is full its least recently used entry (any route) goes. With
+ * publish, the binding is also queued for the other routers (outbox,
+ * bounded: dropped when full). */
 void cr_persist_learn_put(cr_persist_learn_t *t, const cr_persist_learned_t *b, int64_t now_ns,
-                          bool publish);
+                          uint32_t route_limit, bool publish);
 
 /* Looks up route/value; an entry idle for longer than max_idle_ns (0 = no
  * limit) is removed and not returned. A hit refreshes its use time and LRU
@@ -156,8 +163,9 @@ void cr_persist_learn_put(cr_persist_learn_t *t, const cr_persist_learned_t *b, 
 bool cr_persist_learn_get(cr_persist_learn_t *t, uint64_t route, uint64_t value, int64_t now_ns,
                           int64_t max_idle_ns, uint64_t *endpoint);
 
-/* Entries held now. */
+/* Entries held now, in all and for one route. */
 uint32_t cr_persist_learn_size(cr_persist_learn_t *t);
+uint32_t cr_persist_learn_route_size(cr_persist_learn_t *t, uint64_t route);
 
 /* Moves up to max queued bindings into out; returns how many. */
 size_t cr_persist_learn_take_outbox(cr_persist_learn_t *t, cr_persist_learned_t *out, size_t max);

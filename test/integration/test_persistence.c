@@ -556,6 +556,43 @@ static void test_route_override_shown_and_refused(void **state)
     assert_false(g.vcap);
 }
 
+/* An invalid override: counted on /varz, logged, and the
+ * endpoint still registered and served with the default policy (vcap);
+ * a valid one on the refusing router: counted as refused, endpoint served. */
+static void test_invalid_or_refused_route_policy_still_registers_the_endpoint(void **state)
+{
+    (void)state;
+    const char *host = "invalid-policy.persist.test";
+    uint64_t rej_a = varz_persist(&g_a, "route_policies_rejected");
+    uint64_t ref_c = varz_persist(&g_c, "route_policies_refused");
+    reg(host, 1, "{\"mode\":\"sticky\",\"cookie\":\"SRV\"}");
+    assert_int_equal(varz_persist(&g_a, "route_policies_rejected"), rej_a + 1);
+    assert_int_equal(varz_persist(&g_c, "route_policies_refused"), ref_c + 1);
+    char *log = ts_read_file(g_a.log_path, NULL);
+    assert_non_null(log);
+    const char *line = strstr(log, "invalid session_persistence in register message");
+    assert_non_null(line);
+    assert_non_null(strstr(line, host));
+    assert_non_null(strstr(line, "session_persistence.mode"));
+    free(log);
+    ts_crouter_t *all[2] = {&g_a, &g_c};
+    for (int r = 0; r < 2; r++) {
+        json_t *routes = ts_crouter_routes(all[r]);
+        assert_non_null(routes);
+        json_t *eps = json_object_get(routes, host);
+        assert_int_equal(json_array_size(eps), 1);
+        assert_null(json_object_get(json_array_get(eps, 0), "session_persistence"));
+        json_decref(routes);
+        got_t g;
+        const char *h[1] = {NULL};
+        request(NULL, all[r], host, "/cookie?set=JSESSIONID%3Dx", h, "SRV", &g);
+        assert_int_equal(g.status, 200);
+        assert_string_equal(g.backend, "s1");
+        assert_string_equal(g.set_cookie, ""); /* no crouter cookie ... */
+        assert_true(g.vcap);                   /* ... gorouter's rule instead */
+    }
+}
+
 /* ------------------------------------------- gaps closed after the first round */
 
 static void test_prefix_and_rewrite_edit_every_set_cookie_of_the_name(void **state)
@@ -732,6 +769,7 @@ int main(void)
         cmocka_unit_test(test_source_ip_trusted_and_untrusted_xff),
         cmocka_unit_test(test_header_mode_with_source_ip_fallback),
         cmocka_unit_test(test_route_override_shown_and_refused),
+        cmocka_unit_test(test_invalid_or_refused_route_policy_still_registers_the_endpoint),
         cmocka_unit_test(test_prefix_and_rewrite_edit_every_set_cookie_of_the_name),
         cmocka_unit_test(test_insert_and_learn_fall_back_to_source_ip),
         cmocka_unit_test(test_learn_max_idle_forgets_an_idle_binding),

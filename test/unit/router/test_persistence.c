@@ -369,12 +369,12 @@ static void test_ip_prefix_masks_ipv4_and_ipv6(void **state)
     uint8_t a[16], b[16], c[16], d[16];
     ip("203.0.113.7", a);
     ip("203.0.113.200", b);
-    assert_true(cr_persist_ip_key(a, 32) != cr_persist_ip_key(b, 32));
-    assert_true(cr_persist_ip_key(a, 24) == cr_persist_ip_key(b, 24));
+    assert_true(cr_persist_ip_key(a, 32, 32 + 96u) != cr_persist_ip_key(b, 32, 32 + 96u));
+    assert_true(cr_persist_ip_key(a, 24, 24 + 96u) == cr_persist_ip_key(b, 24, 24 + 96u));
     ip("2001:db8::1", c);
     ip("2001:db8::ff", d);
-    assert_true(cr_persist_ip_key(c, 32) != cr_persist_ip_key(d, 32));
-    assert_true(cr_persist_ip_key(c, 24) == cr_persist_ip_key(d, 24));
+    assert_true(cr_persist_ip_key(c, 32, 32 + 96u) != cr_persist_ip_key(d, 32, 32 + 96u));
+    assert_true(cr_persist_ip_key(c, 24, 24 + 96u) == cr_persist_ip_key(d, 24, 24 + 96u));
     ip("[2001:db8::1]", d);
     assert_memory_equal(c, d, 16);
 
@@ -403,7 +403,7 @@ static void test_learn_table_evicts_least_recently_used_beyond_capacity(void **s
     uint64_t ep = 0;
     for (uint64_t v = 1; v <= 1000; v++) {
         cr_persist_learned_t b = binding(1, v, v * 10);
-        cr_persist_learn_put(t, &b, (int64_t)v, false);
+        cr_persist_learn_put(t, &b, (int64_t)v, 0, false);
         /* keep value 1 hot */
         assert_true(cr_persist_learn_get(t, 1, 1, (int64_t)v, 0, &ep));
         assert_true(ep == 10);
@@ -422,13 +422,13 @@ static void test_learn_table_expires_idle_entries_and_refreshes_on_use(void **st
     cr_persist_learn_t *t = cr_persist_learn_create(1000);
     cr_persist_learned_t b = binding(5, 6, 7);
     uint64_t ep = 0;
-    cr_persist_learn_put(t, &b, 0, true);
+    cr_persist_learn_put(t, &b, 0, 0, true);
     assert_true(cr_persist_learn_get(t, 5, 6, 90, 100, &ep));
     assert_true(cr_persist_learn_get(t, 5, 6, 180, 100, &ep)); /* refreshed at 90 */
     assert_false(cr_persist_learn_get(t, 5, 6, 281, 100, &ep));
     assert_int_equal(cr_persist_learn_size(t), 0);
     b = binding(5, 6, 8);
-    cr_persist_learn_put(t, &b, 300, false);
+    cr_persist_learn_put(t, &b, 300, 0, false);
     assert_true(cr_persist_learn_get(t, 5, 6, 301, 100, &ep));
     assert_true(ep == 8);
 
@@ -469,6 +469,133 @@ static void test_value_hash_is_keyed_and_per_route(void **state)
     assert_true(x != cr_persist_value_hash(&kb, 1, "abc", 3));
 }
 
+
+static void test_ip6_prefix_defaults_to_ip_prefix_plus_96_and_can_say_64(void **state)
+{
+    (void)state;
+    cr_persist_policy_t p;
+    char err[256];
+    cr_persist_policy_defaults(&p);
+    assert_int_equal(cr_persist_policy_ip6_prefix(&p), 128);
+    assert_int_equal(cr_persist_policy_set(&p, CR_PK_IP_PREFIX, "24", true, err, sizeof err), 0);
+    assert_int_equal(cr_persist_policy_ip6_prefix(&p), 120); /* derived, as before the key */
+    assert_int_equal(cr_persist_policy_set(&p, CR_PK_IP6_PREFIX, "64", true, err, sizeof err), 0);
+    assert_int_equal(cr_persist_policy_ip6_prefix(&p), 64);
+    assert_int_equal(cr_persist_policy_set(&p, CR_PK_IP6_PREFIX, "0", true, err, sizeof err), 0);
+    assert_int_equal(cr_persist_policy_ip6_prefix(&p), 0);
+    assert_int_equal(cr_persist_policy_set(&p, CR_PK_IP6_PREFIX, "129", true, err, sizeof err),
+                     CR_EBAD);
+    assert_non_null(strstr(err, "session_persistence.ip6_prefix"));
+    assert_int_equal(cr_persist_policy_set(&p, CR_PK_IP6_PREFIX, "-1", true, err, sizeof err),
+                     CR_EBAD);
+    assert_true(cr_persist_policy_differs(&p, CR_PK_IP6_PREFIX));
+
+    /* A route's ip6_prefix overrides; a route giving only ip_prefix keeps
+     * the global ip6_prefix when one was given, else derives it. */
+    cr_persist_policy_t global, route, eff;
+    cr_persist_policy_defaults(&global);
+    cr_persist_policy_defaults(&route);
+    assert_int_equal(cr_persist_policy_set(&route, CR_PK_IP_PREFIX, "16", true, NULL, 0), 0);
+    cr_persist_policy_merge(&eff, &global, &route);
+    assert_int_equal(cr_persist_policy_ip6_prefix(&eff), 112);
+    assert_int_equal(cr_persist_policy_set(&global, CR_PK_IP6_PREFIX, "56", true, NULL, 0), 0);
+    cr_persist_policy_merge(&eff, &global, &route);
+    assert_int_equal(cr_persist_policy_ip6_prefix(&eff), 56);
+    assert_int_equal(eff.ip_prefix, 16);
+
+    /* Masking: /64 joins one IPv6 /64; IPv4 keeps its own /N. */
+    uint8_t a[16], b[16], c[16], v4a[16], v4b[16];
+    assert_int_equal(cr_persist_parse_ip("2001:db8:1:2::1", 15, a), 0);
+    assert_int_equal(cr_persist_parse_ip("2001:db8:1:2:ffff::9", 20, b), 0);
+    assert_int_equal(cr_persist_parse_ip("2001:db8:1:3::1", 15, c), 0);
+    assert_true(cr_persist_ip_key(a, 32, 64) == cr_persist_ip_key(b, 32, 64));
+    assert_true(cr_persist_ip_key(a, 32, 64) != cr_persist_ip_key(c, 32, 64));
+    assert_true(cr_persist_ip_key(a, 32, 128) != cr_persist_ip_key(b, 32, 128));
+    assert_true(cr_persist_ip_key(a, 32, 0) == cr_persist_ip_key(c, 32, 0));
+    assert_int_equal(cr_persist_parse_ip("198.51.100.1", 12, v4a), 0);
+    assert_int_equal(cr_persist_parse_ip("198.51.100.77", 13, v4b), 0);
+    assert_true(cr_persist_ip_key(v4a, 32, 64) != cr_persist_ip_key(v4b, 32, 64));
+    assert_true(cr_persist_ip_key(v4a, 24, 64) == cr_persist_ip_key(v4b, 24, 64));
+    assert_true(cr_persist_ip_key(v4a, 24, 0) != cr_persist_ip_key(a, 24, 0));
+
+    /* The same keys from YAML and from a register message. */
+    const char *yaml = "session_persistence:\n  mode: source_ip\n  ip_prefix: 24\n"
+                       "  ip6_prefix: 64\n";
+    cr_config_t *cfg = cr_config_load_string(yaml, strlen(yaml), "t.yml", err, sizeof err);
+    assert_non_null(cfg);
+    assert_int_equal(cr_persist_policy_ip6_prefix(&cfg->session_persistence), 64);
+    cr_config_destroy(cfg);
+    const char *bad = "session_persistence:\n  ip6_prefix: 200\n";
+    assert_null(cr_config_load_string(bad, strlen(bad), "t.yml", err, sizeof err));
+    assert_non_null(strstr(err, "ip6_prefix"));
+    const char *msg = "{\"host\":\"h\",\"port\":1,\"uris\":[\"a\"],\"options\":"
+                      "{\"session_persistence\":{\"mode\":\"source_ip\",\"ip6_prefix\":48}}}";
+    cr_register_msg_t m;
+    assert_int_equal(cr_register_msg_decode(msg, strlen(msg), &m, err, sizeof err), 0);
+    assert_non_null(m.persistence);
+    assert_int_equal(cr_persist_policy_ip6_prefix(m.persistence), 48);
+    assert_true(m.persistence->set & (1u << CR_PK_IP6_PREFIX));
+    cr_register_msg_deinit(&m);
+}
+
+static void test_learn_route_table_size_bounds_its_entries_in_the_shared_table(void **state)
+{
+    (void)state;
+    cr_persist_learn_t *t = cr_persist_learn_create(16000);
+    uint64_t ep = 0;
+    /* Route 1 (table_size 160, i.e. 10 per shard) learns 5000 values;
+     * route 2 (the global size) learns 3000 and keeps them all. */
+    for (uint64_t v = 1; v <= 3000; v++) {
+        cr_persist_learned_t b = binding(2, v, 7);
+        cr_persist_learn_put(t, &b, (int64_t)v, 16000, false);
+    }
+    for (uint64_t v = 1; v <= 5000; v++) {
+        cr_persist_learned_t b = binding(1, v, 9);
+        cr_persist_learn_put(t, &b, (int64_t)(3000 + v), 160, false);
+        if (v >= 100 && v % 20 == 0) /* v = 100 stays recent: hits keep it */
+            assert_true(cr_persist_learn_get(t, 1, 100, (int64_t)(3000 + v), 0, &ep));
+    }
+    uint32_t n1 = cr_persist_learn_route_size(t, 1);
+    assert_true(n1 <= 160);
+    assert_true(n1 >= 100); /* most shards full to their quota */
+    assert_int_equal(cr_persist_learn_route_size(t, 2), 3000);
+    assert_int_equal(cr_persist_learn_size(t), n1 + 3000);
+    assert_true(cr_persist_learn_get(t, 1, 5000, 9000, 0, &ep)); /* newest kept */
+    assert_int_equal(ep, 9);
+    assert_true(cr_persist_learn_get(t, 1, 100, 9000, 0, &ep)); /* used recently: kept */
+    assert_false(cr_persist_learn_get(t, 1, 1, 9000, 0, &ep)); /* old: its route evicted it */
+    for (uint64_t v = 1; v <= 3000; v += 97)
+        assert_true(cr_persist_learn_get(t, 2, v, 9000, 0, &ep)); /* untouched */
+
+    /* A binding from another router (limit 0) obeys the quota last given. */
+    for (uint64_t v = 10001; v <= 12000; v++) {
+        cr_persist_learned_t b = binding(1, v, 9);
+        cr_persist_learn_put(t, &b, 9000 + (int64_t)v, 0, false);
+    }
+    assert_true(cr_persist_learn_route_size(t, 1) <= 160);
+    /* A route never seen here with limit 0: only the table's bound. */
+    for (uint64_t v = 1; v <= 2000; v++) {
+        cr_persist_learned_t b = binding(3, v, 9);
+        cr_persist_learn_put(t, &b, 30000 + (int64_t)v, 0, false);
+    }
+    assert_int_equal(cr_persist_learn_route_size(t, 3), 2000);
+    /* Idle expiry and removal keep the per-route counts right. */
+    assert_false(cr_persist_learn_get(t, 3, 5, 1000000, 10, &ep));
+    assert_int_equal(cr_persist_learn_route_size(t, 3), 1999);
+
+    /* Quota 1 per shard (table_size 1..16): removing the last entry frees
+     * the route's slot, and the next one takes it again. */
+    cr_persist_learn_t *small = cr_persist_learn_create(16);
+    for (uint64_t v = 1; v <= 200; v++) {
+        cr_persist_learned_t b = binding(4 + v % 3, v, v);
+        cr_persist_learn_put(small, &b, (int64_t)v, 1, false);
+        assert_true(cr_persist_learn_size(small) <= 16);
+    }
+    for (uint64_t r = 4; r <= 6; r++)
+        assert_true(cr_persist_learn_route_size(small, r) <= 16);
+    cr_persist_learn_destroy(small);
+    cr_persist_learn_destroy(t);
+}
 
 /* --- config block and register message ------------------------------------------ */
 
@@ -558,6 +685,8 @@ int main(void)
         cmocka_unit_test(test_ip_prefix_masks_ipv4_and_ipv6),
         cmocka_unit_test(test_learn_table_evicts_least_recently_used_beyond_capacity),
         cmocka_unit_test(test_learn_table_expires_idle_entries_and_refreshes_on_use),
+        cmocka_unit_test(test_learn_route_table_size_bounds_its_entries_in_the_shared_table),
+        cmocka_unit_test(test_ip6_prefix_defaults_to_ip_prefix_plus_96_and_can_say_64),
         cmocka_unit_test(test_learned_wire_format_round_trips_and_rejects_junk),
         cmocka_unit_test(test_value_hash_is_keyed_and_per_route),
         cmocka_unit_test(test_config_block_and_allow_route_flag_load),
