@@ -18,7 +18,8 @@
  * certificate for backends) carries most cases; B
  * (client_cert_validation: require, no client certificate for backends)
  * covers the required client certificate and the mTLS backend refusing a
- * router without one. Each failure case registers its own route, since a
+ * router without one; a third router, started for one case, has
+ * disable_http. Each failure case registers its own route, since a
  * TLS endpoint that fails its handshake is removed from the pool.
  */
 #include <setjmp.h>
@@ -386,7 +387,9 @@ static void cat(char *out, size_t cap, const char *s)
     strncat(out, s, cap - strlen(out) - 1);
 }
 
-static char *router_yaml(uint16_t ssl_port, bool router_a)
+/* Router A's YAML (router_a), else B's: B's front settings are b_front
+ * (NULL: "client_cert_validation: require"). */
+static char *router_yaml(uint16_t ssl_port, bool router_a, const char *b_front)
 {
     size_t cap = 64 * 1024;
     char *y = calloc(1, cap);
@@ -415,7 +418,7 @@ static char *router_yaml(uint16_t ssl_port, bool router_a)
         yaml_block(y, cap, 2, 4, "cert_chain", g_router.pem_text);
         yaml_block(y, cap, 2, 4, "private_key", g_router.key_text);
     } else {
-        cat(y, cap, "client_cert_validation: require\n");
+        cat(y, cap, b_front ? b_front : "client_cert_validation: require\n");
     }
     return y;
 }
@@ -444,7 +447,7 @@ static int group_setup(void **state)
         return -1;
     g_ssl_a = ts_free_port();
     g_ssl_b = ts_free_port();
-    char *ya = router_yaml(g_ssl_a, true), *yb = router_yaml(g_ssl_b, false);
+    char *ya = router_yaml(g_ssl_a, true, NULL), *yb = router_yaml(g_ssl_b, false, NULL);
     int rc = ts_crouter_start(&g_a, &g_nats, ya) == 0 && ts_crouter_start(&g_b, &g_nats, yb) == 0 ? 0 : -1;
     free(ya);
     free(yb);
@@ -718,6 +721,28 @@ static void test_sticky_sessions_over_tls_on_both_sides(void **state)
     hresp_free(&r);
 }
 
+static void test_disable_http_leaves_only_the_tls_listener(void **state)
+{
+    (void)state;
+    ts_crouter_t c;
+    uint16_t ssl_port = ts_free_port();
+    char *y = router_yaml(ssl_port, false, "disable_http: true\nclient_cert_validation: none\n");
+    assert_int_equal(ts_crouter_start(&c, &g_nats, y), 0);
+    free(y);
+    ts_conn_t conn;
+    assert_int_equal(ts_conn_open(&conn, c.port), -1);
+    ts_route_t route = {.port = g_plain.port, .uris = {"a.example"}};
+    assert_int_equal(ts_nats_register(g_nc, &route), 0);
+    assert_true(ts_crouter_wait_route(&c, "a.example", 1, 10000));
+    hresp_t r;
+    https_get(ssl_port, "a.example", "/", NULL, NULL, &r);
+    assert_int_equal(r.curl_code, 0);
+    assert_int_equal(r.status, 200);
+    hresp_free(&r);
+    int st = ts_crouter_stop(&c, 15000);
+    assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 /* --- PROXY protocol ------------------------------------------------------------------------ */
 
 static json_t *proxied_echo(const void *hdr, size_t hdr_len, const char *host)
@@ -813,6 +838,7 @@ int main(void)
         cmocka_unit_test(test_front_serves_each_sni_name_its_certificate),
         cmocka_unit_test(test_client_certificate_required_or_absent),
         cmocka_unit_test(test_sticky_sessions_over_tls_on_both_sides),
+        cmocka_unit_test(test_disable_http_leaves_only_the_tls_listener),
         cmocka_unit_test(test_proxy_protocol_v1_and_v2_client_address_in_xff),
         cmocka_unit_test(test_proxy_protocol_before_tls_on_the_ssl_port),
     };

@@ -163,6 +163,30 @@ static void test_xff_absent_is_the_client_ip(void **state)
     assert_true(has_line(rewrite_req(&rw), "X-Forwarded-For: 192.168.1.5"));
 }
 
+/* forwarded_client_cert (issue 6): kept as sent, dropped, or replaced. */
+static void test_xfcc_is_kept_dropped_or_replaced(void **state)
+{
+    (void)state;
+    static const char *const kv[] = {"Host", "h", "X-Forwarded-Client-Cert", "forged",
+                                     "x-forwarded-client-cert", "forged2", NULL};
+    cr_http_header_t hs[8];
+    cr_http_request_t req;
+    make_request(&req, hs, "GET", "/", kv);
+    cr_endpoint_t ep = endpoint("a", "0", "i");
+    cr_request_rewrite_t rw = rewrite_of(&req, &ep);
+    const char *h = rewrite_req(&rw);
+    assert_int_equal(count_name(h, "X-Forwarded-Client-Cert"), 2);
+    rw.drop_xfcc = true;
+    h = rewrite_req(&rw);
+    assert_false(has_name(h, "X-Forwarded-Client-Cert"));
+    rw.xfcc_value = "TUlJQmNlcnQ=";
+    rw.xfcc_value_len = 12;
+    h = rewrite_req(&rw);
+    assert_int_equal(count_name(h, "X-Forwarded-Client-Cert"), 1);
+    assert_true(has_line(h, "X-Forwarded-Client-Cert: TUlJQmNlcnQ="));
+    assert_null(strstr(h, "forged"));
+}
+
 static void test_client_cf_headers_and_request_id_are_replaced(void **state)
 {
     (void)state;
@@ -642,6 +666,7 @@ int main(void)
         cmocka_unit_test(test_typical_request_is_rewritten_exactly),
         cmocka_unit_test(test_xff_headers_are_joined_into_one_line_with_client_ip_last),
         cmocka_unit_test(test_xff_absent_is_the_client_ip),
+        cmocka_unit_test(test_xfcc_is_kept_dropped_or_replaced),
         cmocka_unit_test(test_client_cf_headers_and_request_id_are_replaced),
         cmocka_unit_test(test_instance_id_falls_back_to_host_port_and_empty_index_is_sent),
         cmocka_unit_test(test_hop_by_hop_headers_are_dropped),
