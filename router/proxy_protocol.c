@@ -37,6 +37,8 @@ static int match_prefix(const char *buf, size_t len, const char *sig, size_t sig
 static bool next_field(const char **p, const char *end, const char **f, size_t *flen)
 {
     const char *s = *p;
+    if (s >= end)
+        return false;
     const char *sp = memchr(s, ' ', (size_t)(end - s));
     const char *e = sp ? sp : end;
     if (e == s)
