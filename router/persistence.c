@@ -515,10 +515,16 @@ uint64_t cr_persist_ip_key(const uint8_t addr[16], unsigned ip_prefix, unsigned 
 
 #define SHARDS 16
 #define OUTBOX_CAP 4096
+/* A binding learned again (same value, same endpoint; learn mode sees the
+ * app's Set-Cookie on every response) is published at most this often:
+ * enough to keep the other routers' idle clocks running, without one NATS
+ * message per response. */
+#define REPUBLISH_NS (1000LL * 1000 * 1000)
 
 typedef struct lentry {
     uint64_t route, value, endpoint;
     int64_t used_ns;
+    int64_t published_ns;         /* last queued for (or received from) the other routers */
     uint32_t hnext;               /* bucket chain or free list; index + 1, 0 = end */
     uint32_t lprev, lnext;        /* LRU; index + 1 */
     uint32_t rslot;               /* its route's slot; index + 1 */
@@ -750,12 +756,16 @@ void cr_persist_learn_put(cr_persist_learn_t *t, const cr_persist_learned_t *b, 
     /* The route's quota in each shard; ceil, so the whole table rounds up
      * to a multiple of SHARDS the same way. */
     uint32_t quota = route_limit ? (route_limit + SHARDS - 1) / SHARDS : 0;
+    bool queue = publish;
     pthread_mutex_lock(&s->mu);
     uint32_t i = find_entry(s, k, b->route, b->value);
     uint32_t j = rslot_find(s, b->route);
     if (j && quota)
         s->r[j - 1].quota = quota;
     if (i) {
+        lentry_t *x = &s->e[i - 1];
+        if (publish && x->endpoint == b->endpoint && now_ns - x->published_ns < REPUBLISH_NS)
+            queue = false;
         lru_unlink(s, i);
         rslot_touch(s, i);
     } else {
@@ -788,10 +798,12 @@ void cr_persist_learn_put(cr_persist_learn_t *t, const cr_persist_learned_t *b, 
     }
     s->e[i - 1].endpoint = b->endpoint;
     s->e[i - 1].used_ns = now_ns;
+    if (queue || !publish)
+        s->e[i - 1].published_ns = now_ns;
     lru_push_front(s, i);
     pthread_mutex_unlock(&s->mu);
 
-    if (publish) {
+    if (queue) {
         pthread_mutex_lock(&t->out_mu);
         if (t->out_len < OUTBOX_CAP) {
             t->outbox[(t->out_head + t->out_len) % OUTBOX_CAP] = *b;

@@ -153,7 +153,8 @@ void cr_persist_learn_destroy(cr_persist_learn_t *t);    /* accepts NULL */
  * route's limit above the table's capacity is bounded by the capacity. When
  * the shard is full its least recently used entry (any route) goes. With
  * publish, the binding is also queued for the other routers (outbox,
- * bounded: dropped when full). */
+ * bounded: dropped when full), except when it only repeats the entry's
+ * endpoint within a second of the last time it was queued or received. */
 void cr_persist_learn_put(cr_persist_learn_t *t, const cr_persist_learned_t *b, int64_t now_ns,
                           uint32_t route_limit, bool publish);
 

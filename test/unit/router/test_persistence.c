@@ -538,6 +538,32 @@ static void test_ip6_prefix_defaults_to_ip_prefix_plus_96_and_can_say_64(void **
     cr_register_msg_deinit(&m);
 }
 
+static void test_learn_repeats_are_published_at_most_once_a_second(void **state)
+{
+    (void)state;
+    const int64_t ms = 1000 * 1000;
+    cr_persist_learn_t *t = cr_persist_learn_create(1000);
+    cr_persist_learned_t out[8];
+    cr_persist_learned_t b = binding(1, 2, 3);
+    cr_persist_learn_put(t, &b, 5 * ms, 0, true);      /* new: queued */
+    cr_persist_learn_put(t, &b, 500 * ms, 0, true);    /* the same binding again: not */
+    assert_int_equal(cr_persist_learn_take_outbox(t, out, 8), 1);
+    b.endpoint = 4;
+    cr_persist_learn_put(t, &b, 600 * ms, 0, true);    /* a new endpoint: queued at once */
+    cr_persist_learn_put(t, &b, 1599 * ms, 0, true);   /* within a second of that: not */
+    assert_int_equal(cr_persist_learn_take_outbox(t, out, 8), 1);
+    assert_int_equal(out[0].endpoint, 4);
+    cr_persist_learn_put(t, &b, 1601 * ms, 0, true);   /* a second later: again */
+    assert_int_equal(cr_persist_learn_take_outbox(t, out, 8), 1);
+    cr_persist_learn_put(t, &b, 1700 * ms, 0, false);  /* received from another router */
+    cr_persist_learn_put(t, &b, 2000 * ms, 0, true);   /* ... counts as published */
+    assert_int_equal(cr_persist_learn_take_outbox(t, out, 8), 0);
+    uint64_t ep = 0;
+    assert_true(cr_persist_learn_get(t, 1, 2, 2000 * ms, 0, &ep));
+    assert_int_equal(ep, 4);
+    cr_persist_learn_destroy(t);
+}
+
 static void test_learn_route_table_size_bounds_its_entries_in_the_shared_table(void **state)
 {
     (void)state;
@@ -686,6 +712,7 @@ int main(void)
         cmocka_unit_test(test_learn_table_evicts_least_recently_used_beyond_capacity),
         cmocka_unit_test(test_learn_table_expires_idle_entries_and_refreshes_on_use),
         cmocka_unit_test(test_learn_route_table_size_bounds_its_entries_in_the_shared_table),
+        cmocka_unit_test(test_learn_repeats_are_published_at_most_once_a_second),
         cmocka_unit_test(test_ip6_prefix_defaults_to_ip_prefix_plus_96_and_can_say_64),
         cmocka_unit_test(test_learned_wire_format_round_trips_and_rejects_junk),
         cmocka_unit_test(test_value_hash_is_keyed_and_per_route),
