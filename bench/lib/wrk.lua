@@ -10,6 +10,7 @@
 --   BENCH_HOSTS_FIRST=K    [K, K+N) (per-request Lua, so compare runs that both use it)
 --   BENCH_STOP_AFTER=N     each wrk thread stops after N responses (a fixed count;
 --                          wrk itself still runs for its -d, idle after that)
+--   BENCH_HEADER="N: v"    one more request header (bench/persistence's header mode)
 -- Without BENCH_HOSTS_N and BENCH_STOP_AFTER it defines no request() or
 -- response() function, so wrk keeps its pre-formatted fast path.
 
@@ -18,6 +19,11 @@ local cookie = os.getenv("BENCH_COOKIE")
 if host and host ~= "" then wrk.headers["Host"] = host end
 if cookie and cookie ~= "" then wrk.headers["Cookie"] = cookie end
 if os.getenv("BENCH_CLOSE") == "1" then wrk.headers["Connection"] = "close" end
+local extra = os.getenv("BENCH_HEADER")
+if extra and extra ~= "" then
+   local name, value = extra:match("^([^:]+):%s*(.*)$")
+   if name then wrk.headers[name] = value end
+end
 local method = os.getenv("BENCH_METHOD")
 if method and method ~= "" then wrk.method = method end
 local body_bytes = tonumber(os.getenv("BENCH_BODY_BYTES") or "0")
