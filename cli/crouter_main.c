@@ -103,6 +103,11 @@ static int write_pid_file(const char *path)
 
 /* Runs until a stop signal has been handled; returns when the router may be
  * torn down. */
+static void shutdown_step(const char *what)
+{
+    CR_INFO(COMPONENT, "stopping step=\"%s\"", what);
+}
+
 static void serve_until_stopped(const cr_config_t *cfg, const sigset_t *set, cr_router_t *rt,
                                 cr_status_server_t *status)
 {
@@ -259,18 +264,25 @@ static int run(const cr_config_t *cfg)
     serve_until_stopped(cfg, &set, rt, status);
     exit_code = 0;
 
+    /* Each step is logged as it starts, so a stop that hangs names its cause. */
+    shutdown_step("status server");
     cr_status_server_stop(status);
 out_router_started:
+    shutdown_step("workers");
     cr_router_stop(rt);
 out_pruner:
+    shutdown_step("pruner");
     cr_pruner_stop(pruner);
 out_sync:
+    shutdown_step("learn table sync");
     cr_persist_sync_stop(learn_sync);
 out_nats:
     /* NATS goes before the router: its handlers write the router's learn table. */
+    shutdown_step("nats");
     cr_nats_client_destroy(nats);
     /* Releases nats.c's own threads and memory (the leak checker sees them). */
     nats_CloseAndWait(2000);
+    shutdown_step("router and registry");
     cr_router_destroy(rt);
     cr_registry_destroy(reg);
 out_pid:
