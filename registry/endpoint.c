@@ -7,9 +7,11 @@
  * Path), so a message with three uris creates three endpoints.
  *
  * A pool is also one allocation: an rcu_head in front (hidden), the public
- * cr_pool_t with its endpoint array, then an open-addressing index of
- * uint32 slots keyed by private_instance_id and by addr, with at least
- * twice as many slots as keys so probes stay short.
+ * cr_pool_t with its endpoint array, then, for pools of more than
+ * CR_POOL_SCAN_MAX endpoints, an open-addressing index of uint32 slots keyed
+ * by private_instance_id and by addr, with at least twice as many slots as
+ * keys so probes stay short. Smaller pools (nearly all routes) are scanned:
+ * no index to build on every change and 16 bytes less per route.
  *
  * Threads: creation and pool building run on writers (NATS thread, pruner)
  * under the table's mutex; lookups, retain and release on any thread; pool
@@ -299,19 +301,25 @@ cr_pool_t *cr_registry__pool_create(cr_endpoint_t *const *eps, uint32_t n)
 {
     if (n == 0)
         return &empty_pool;
-    uint32_t slots = 4;
-    while (slots < 4 * n)
-        slots <<= 1;
+    uint32_t slots = 0;
+    if (n > CR_POOL_SCAN_MAX) {
+        slots = 4;
+        while (slots < 4 * n)
+            slots <<= 1;
+    }
     size_t body = sizeof(cr_pool_t) + n * sizeof(cr_endpoint_t *);
     body = (body + alignof(uint32_t) - 1) & ~(alignof(uint32_t) - 1);
     char *block = cr_xmalloc(POOL_HDR_SIZE + body + slots * sizeof(uint32_t));
     cr_pool_t *pool = (cr_pool_t *)(block + POOL_HDR_SIZE);
     pool->len = n;
-    pool->id_index_mask = slots - 1;
-    pool->id_index = (uint32_t *)((char *)pool + body);
-    memset(pool->id_index, 0, slots * sizeof(uint32_t));
+    pool->id_index_mask = slots ? slots - 1 : 0;
+    pool->id_index = slots ? (uint32_t *)((char *)pool + body) : NULL;
+    if (slots)
+        memset(pool->id_index, 0, slots * sizeof(uint32_t));
     for (uint32_t i = 0; i < n; i++) {
         pool->endpoints[i] = cr_endpoint_retain(eps[i]);
+        if (!slots)
+            continue;
         if (eps[i]->private_instance_id)
             index_put(pool, eps[i]->private_instance_id, i + 1);
         index_put(pool, eps[i]->addr, i + 1);
@@ -344,8 +352,13 @@ void cr_registry__pool_free_deferred(cr_pool_t *pool)
 
 int cr_registry__pool_index_of_addr(const cr_pool_t *pool, const char *addr, size_t addr_len)
 {
-    if (pool->len == 0)
+    if (!pool->id_index) {
+        for (uint32_t j = 0; j < pool->len; j++) {
+            if (key_eq(pool->endpoints[j]->addr, addr, addr_len))
+                return (int)j;
+        }
         return -1;
+    }
     uint32_t i = hash_bytes(addr, addr_len) & pool->id_index_mask;
     for (uint32_t v; (v = pool->id_index[i]) != 0; i = (i + 1) & pool->id_index_mask) {
         if (key_eq(pool->endpoints[v - 1]->addr, addr, addr_len))
@@ -358,6 +371,19 @@ cr_endpoint_t *cr_pool_find_by_id(const cr_pool_t *pool, const char *id, size_t 
 {
     if (!pool || pool->len == 0 || !id || id_len == 0)
         return NULL;
+    if (!pool->id_index) {
+        /* The index answers the first slot holding either key, in probe
+         * order; a scan prefers an instance id match, then an address. */
+        cr_endpoint_t *by_addr = NULL;
+        for (uint32_t j = 0; j < pool->len; j++) {
+            cr_endpoint_t *ep = pool->endpoints[j];
+            if (key_eq(ep->private_instance_id, id, id_len))
+                return ep;
+            if (!by_addr && key_eq(ep->addr, id, id_len))
+                by_addr = ep;
+        }
+        return by_addr;
+    }
     uint32_t i = hash_bytes(id, id_len) & pool->id_index_mask;
     for (uint32_t v; (v = pool->id_index[i]) != 0; i = (i + 1) & pool->id_index_mask) {
         cr_endpoint_t *ep = pool->endpoints[v - 1];

@@ -79,12 +79,17 @@ typedef struct cr_endpoint {
     _Atomic uint64_t persist_id[2];  /* atomic: cached keyed identity under secret / previous_secret */
 } cr_endpoint_t;
 
+/* Pools this small have no id_index: a scan of them is as fast as hashing. */
+#define CR_POOL_SCAN_MAX 8
+
 /* An immutable snapshot of one route's endpoints, in registration order. */
 typedef struct cr_pool {
     uint32_t len;
-    uint32_t id_index_mask;       /* id_index has mask+1 slots; 0 when len == 0 */
+    uint32_t id_index_mask;       /* id_index has mask+1 slots; 0 without an index */
     uint32_t *id_index;           /* owned; open addressing on private_instance_id and addr:
-                                     slot holds endpoint index + 1, 0 = empty */
+                                     slot holds endpoint index + 1, 0 = empty. NULL for
+                                     pools of up to CR_POOL_SCAN_MAX endpoints, which are
+                                     scanned (most routes have one or two) */
     cr_endpoint_t *endpoints[];   /* each holds a reference */
 } cr_pool_t;
 

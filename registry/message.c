@@ -13,11 +13,20 @@
  * remembers (borrowed) the jansson value of each known field, the second
  * checks types and copies into the output. That keeps the key matching to one
  * table scan per key and makes "last duplicate wins" free.
- * Threads: any; no shared state. Owns nothing beyond the output it fills.
+ *
+ * jansson allocates every value, key and hash table of the tree it builds
+ * (about 25 malloc/free pairs for one registration). During a decode those
+ * come from a per-thread bump arena that is reset afterwards: the allocator
+ * functions handed to json_set_alloc_funcs (once, process-wide) use the
+ * arena only on a thread inside cr_register_msg_decode and plain
+ * malloc/free everywhere else, so other jansson users (the status server)
+ * are unaffected. A tree too big for the arena spills to malloc.
+ * Threads: any; per-thread arena only. Owns nothing beyond the output it fills.
  */
 #include "registry/message.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +78,70 @@ static const struct {
     FIELD(F_OPTIONS, "options"),
 #undef FIELD
 };
+
+/* --- the decode arena ------------------------------------------------- */
+
+#define ARENA_BYTES (32 * 1024)
+
+typedef struct decode_arena {
+    char *base;    /* owned: ARENA_BYTES, freed at thread exit */
+    size_t used;
+    bool active;   /* inside cr_register_msg_decode on this thread */
+} decode_arena_t;
+
+static __thread decode_arena_t arena;
+static pthread_key_t arena_key;
+static pthread_once_t arena_once = PTHREAD_ONCE_INIT;
+
+static void *arena_malloc(size_t n)
+{
+    if (arena.active) {
+        size_t at = (arena.used + 15) & ~(size_t)15;
+        if (n <= ARENA_BYTES - at) {
+            arena.used = at + n;
+            return arena.base + at;
+        }
+    }
+    return malloc(n);
+}
+
+static void arena_free(void *p)
+{
+    /* Arena blocks are reclaimed all at once when the decode ends. */
+    if (arena.base && (char *)p >= arena.base && (char *)p < arena.base + ARENA_BYTES)
+        return;
+    free(p);
+}
+
+static void on_arena_thread_exit(void *base)
+{
+    free(base);
+}
+
+static void arena_setup(void)
+{
+    pthread_key_create(&arena_key, on_arena_thread_exit);
+    json_set_alloc_funcs(arena_malloc, arena_free);
+}
+
+/* Starts using this thread's arena for jansson. */
+static void arena_begin(void)
+{
+    pthread_once(&arena_once, arena_setup);
+    if (!arena.base) {
+        arena.base = cr_xmalloc(ARENA_BYTES);
+        pthread_setspecific(arena_key, arena.base);
+    }
+    arena.used = 0;
+    arena.active = true;
+}
+
+/* Stops; every arena block of this decode must be freed by now. */
+static void arena_end(void)
+{
+    arena.active = false;
+    arena.used = 0;
+}
 
 static void set_err(char *err, size_t err_cap, const char *fmt, const char *what)
 {
@@ -320,13 +393,16 @@ int cr_register_msg_decode(const char *data, size_t len, cr_register_msg_t *out,
     }
 
     json_error_t jerr;
+    arena_begin();
     json_t *root = json_loadb(data, len, 0, &jerr);
     if (!root) {
+        arena_end();
         set_err(err, err_cap, "%s", "invalid JSON");
         return CR_EBAD;
     }
     if (!json_is_object(root)) {
         json_decref(root);
+        arena_end();
         set_err(err, err_cap, "%s", "not a JSON object");
         return CR_EBAD;
     }
@@ -348,6 +424,7 @@ int cr_register_msg_decode(const char *data, size_t len, cr_register_msg_t *out,
     const char *what = "";
     int rc = fill(f, out, &what);
     json_decref(root);
+    arena_end();
     if (rc != 0) {
         cr_register_msg_deinit(out);
         if (strchr(what, ' '))
