@@ -240,8 +240,10 @@ void cr_proxy__account(cr_conn_t *c)
     rec.client_addr.ptr = c->client_addr;
     rec.client_addr.len = c->client_addr_len;
     char xff[512];
-    if (ex->ep) {
-        rec.backend_addr = str_slice(ex->ep->addr);
+    /* A failed exchange logs the endpoint it tried last, as gorouter does. */
+    const cr_endpoint_t *logged_ep = ex->ep ? ex->ep : ex->tried_len ? ex->tried[ex->tried_len - 1] : NULL;
+    if (logged_ep) {
+        rec.backend_addr = str_slice(logged_ep->addr);
         /* As sent to the backend: every client value, then the client address. */
         size_t xl = 0;
         for (uint32_t i = 0; i < rq->headers_len; i++) {
@@ -261,9 +263,9 @@ void cr_proxy__account(cr_conn_t *c)
         rec.x_forwarded_proto = header_slice(c, "x-forwarded-proto", 17);
         if (!rec.x_forwarded_proto.len)
             rec.x_forwarded_proto = str_slice(c->over_tls ? "https" : "http");
-        rec.app_id = str_slice(ex->ep->app);
-        rec.app_index = str_slice(ex->ep->private_instance_index);
-        rec.instance_id = str_slice(ex->ep->private_instance_id);
+        rec.app_id = str_slice(logged_ep->app);
+        rec.app_index = str_slice(logged_ep->private_instance_index);
+        rec.instance_id = str_slice(logged_ep->private_instance_id);
     }
     rec.request_id.ptr = ex->request_id;
     rec.request_id.len = ex->request_id[0] ? CR_UUID_STR_LEN : 0;

@@ -607,15 +607,38 @@ static void test_retries_one_dead_endpoint_all_200(void **state)
 static void test_retries_all_dead_502(void **state)
 {
     (void)state;
-    reg_port("alldead.example.com", ts_free_port());
-    reg_port("alldead.example.com", ts_free_port());
+    uint16_t dead[2] = {ts_free_port(), ts_free_port()};
+    reg_port("alldead.example.com", dead[0]);
+    reg_port("alldead.example.com", dead[1]);
     wait_route(&g_cr, "alldead.example.com", 2);
     for (int i = 0; i < 3; i++) {
         ts_resp_t r;
-        assert_int_equal(ts_get(g_cr.port, "alldead.example.com", "/", &r), 0);
+        assert_int_equal(ts_get(g_cr.port, "alldead.example.com", "/all-dead", &r), 0);
         check_endpoint_failure(&r);
         ts_resp_free(&r);
     }
+    /* The access log names the backend the failed exchange tried last (as
+     * gorouter does), not "-". */
+    char want[2][64];
+    for (int i = 0; i < 2; i++)
+        snprintf(want[i], sizeof want[i], "\"127.0.0.1:%u\" x_forwarded_for:", (unsigned)dead[i]);
+    bool found = false;
+    for (int64_t deadline = ts_now_ms() + 5000; !found && ts_now_ms() < deadline;) {
+        char *log = ts_read_file(g_cr.access_log_path, NULL);
+        for (char *line = log ? strstr(log, "GET /all-dead ") : NULL; line && !found;
+             line = strstr(line + 1, "GET /all-dead ")) {
+            char *end = strchr(line, '\n');
+            size_t len = end ? (size_t)(end - line) : strlen(line);
+            char *l = strndup(line, len);
+            found = (strstr(l, want[0]) || strstr(l, want[1])) && strstr(l, "x_cf_routererror:\"endpoint_failure");
+            free(l);
+        }
+        free(log);
+        if (!found)
+            ts_sleep_ms(50);
+    }
+    if (!found)
+        fail_msg("no access log line for /all-dead names a dead backend with endpoint_failure");
 }
 
 /* ---------------------------------------------------------------- headers */
