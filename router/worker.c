@@ -145,8 +145,9 @@ static void run_timers(cr_worker_t *w)
 {
     cr_wheel_t *wh = &w->wheel;
     int64_t now_tick = w->now_ns >> CR_TICK_SHIFT;
-    int64_t todo = now_tick - wh->cur_tick;
-    if (todo > CR_WHEEL_SLOTS)
+    /* After a long stall, one lap of the wheel visits every slot once. */
+    int64_t ticks_behind = now_tick - wh->cur_tick;
+    if (ticks_behind > CR_WHEEL_SLOTS)
         wh->cur_tick = now_tick - CR_WHEEL_SLOTS;
     while (wh->cur_tick < now_tick) {
         int64_t tick = ++wh->cur_tick;
