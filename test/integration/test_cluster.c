@@ -252,8 +252,7 @@ static int fx_teardown(void **state)
     for (int r = 0; r < ROUTERS; r++) {
         if (!f->started[r])
             continue;
-        int st = ts_crouter_stop(&f->cr[r], 10000);
-        if (!(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0))
+        if (!ts_crouter_stop_clean(&f->cr[r], 10000))
             rc = -1;
     }
     ts_nats_close(f->hb.nc);

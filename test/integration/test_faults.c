@@ -63,8 +63,7 @@ static int fx_teardown(void **state)
     fx_t *f = *state;
     int rc = 0;
     if (f->started) {
-        int st = ts_crouter_stop(&f->cr, 10000);
-        if (!(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0))
+        if (!ts_crouter_stop_clean(&f->cr, 10000))
             rc = -1;
     }
     for (int i = 0; i < f->nb; i++)

@@ -59,9 +59,8 @@ static int fx_teardown(void **state)
     fx_t *f = *state;
     int rc = 0;
     if (f->started) {
-        int st = ts_crouter_stop(&f->cr, 10000);
-        if (!(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-            fprintf(stderr, "crouter exit status 0x%x after SIGTERM (expected exit 0)\n", (unsigned)st);
+        if (!ts_crouter_stop_clean(&f->cr, 10000)) {
+            fprintf(stderr, "crouter exit status 0x%x after SIGTERM (expected exit 0)\n", (unsigned)f->cr.exit_status);
             rc = -1;
         }
     }

@@ -131,9 +131,8 @@ static int group_teardown(void **state)
 {
     (void)state;
     int rc = 0;
-    int st = ts_crouter_stop(&g_cr, 20000);
-    if (!(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-        fprintf(stderr, "crouter exit status 0x%x after SIGTERM (expected exit 0)\n", (unsigned)st);
+    if (!ts_crouter_stop_clean(&g_cr, 20000)) {
+        fprintf(stderr, "crouter exit status 0x%x after SIGTERM (expected exit 0)\n", (unsigned)g_cr.exit_status);
         rc = -1;
     }
     ts_nats_close(g_nc);

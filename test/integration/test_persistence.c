@@ -61,8 +61,7 @@ static int group_teardown(void **state)
     int rc = 0;
     ts_crouter_t *all[3] = {&g_a, &g_b, &g_c};
     for (int i = 0; i < 3; i++) {
-        int st = ts_crouter_stop(all[i], 15000);
-        if (!(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0))
+        if (!ts_crouter_stop_clean(all[i], 15000))
             rc = -1;
     }
     ts_nats_close(g_nc);

@@ -82,9 +82,8 @@ static int group_teardown(void **state)
     for (int i = 0; i < 2; i++) {
         if (crs[i]->pid <= 0 && crs[i]->exit_status == -1)
             continue;
-        int st = ts_crouter_stop(crs[i], 15000);
-        if (!(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-            fprintf(stderr, "crouter exit status 0x%x after SIGTERM (expected exit 0)\n", (unsigned)st);
+        if (!ts_crouter_stop_clean(crs[i], 15000)) {
+            fprintf(stderr, "crouter exit status 0x%x after SIGTERM (expected exit 0)\n", (unsigned)crs[i]->exit_status);
             rc = -1;
         }
     }

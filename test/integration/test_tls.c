@@ -460,8 +460,7 @@ static int group_teardown(void **state)
     int rc = 0;
     ts_crouter_t *all[2] = {&g_a, &g_b};
     for (int i = 0; i < 2; i++) {
-        int st = ts_crouter_stop(all[i], 15000);
-        if (!(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0))
+        if (!ts_crouter_stop_clean(all[i], 15000))
             rc = -1;
     }
     ts_nats_close(g_nc);

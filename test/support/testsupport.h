@@ -217,6 +217,10 @@ int ts_crouter_start(ts_crouter_t *cr, const ts_nats_t *nats, const char *extra_
  * prints the log tail when it is not a clean exit 0. */
 int ts_crouter_stop(ts_crouter_t *cr, int timeout_ms);
 
+/* ts_crouter_stop(), and true only when crouter exited by itself with
+ * status 0 (a clean drain), which every suite's teardown requires. */
+bool ts_crouter_stop_clean(ts_crouter_t *cr, int timeout_ms);
+
 /* True while the process runs. */
 bool ts_crouter_alive(ts_crouter_t *cr);
 

@@ -168,6 +168,12 @@ int ts_crouter_stop(ts_crouter_t *cr, int timeout_ms)
     return st;
 }
 
+bool ts_crouter_stop_clean(ts_crouter_t *cr, int timeout_ms)
+{
+    int st = ts_crouter_stop(cr, timeout_ms);
+    return st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
 static json_t *get_json(uint16_t port, const char *path, const char *user, const char *pass)
 {
     char userpwd[80];
