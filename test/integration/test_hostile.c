@@ -69,9 +69,8 @@ static int group_teardown(void **state)
 {
     (void)state;
     int rc = 0;
-    int st = ts_crouter_stop(&g_cr, 15000);
-    if (!(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-        fprintf(stderr, "crouter exit status 0x%x after SIGTERM (expected exit 0)\n", (unsigned)st);
+    if (!ts_crouter_stop_clean(&g_cr, 15000)) {
+        fprintf(stderr, "crouter exit status 0x%x after SIGTERM (expected exit 0)\n", (unsigned)g_cr.exit_status);
         rc = -1;
     }
     ts_nats_close(g_nc);
@@ -547,15 +546,19 @@ static void test_100k_distinct_unknown_hosts_do_not_grow_rss(void **state)
     }
     int64_t took = ts_now_ms() - t0;
     long rss_end = series[4];
-    long growth = rss_end - rss_warm;
+    /* Measured from the end of the first 20k chunk: ASan's allocator and
+     * quarantine can still take one step there (seen: +6.6 MiB once, then
+     * flat), while a per-request leak keeps growing chunk after chunk. */
+    long growth = rss_end - series[0];
     fprintf(stderr,
             "unknown hosts: RSS %ld KiB at start, %ld KiB after %ld warm-up requests, then every 20k: "
-            "%ld %ld %ld %ld %ld KiB; growth %+ld KiB (%.2f%%) over %ld requests in %lld ms\n",
-            rss0, rss_warm, warm, series[0], series[1], series[2], series[3], series[4], growth,
-            100.0 * (double)growth / (double)rss_warm, main_run, (long long)took);
+            "%ld %ld %ld %ld %ld KiB; growth over the last %ld requests %+ld KiB (%.2f%%); %ld requests in %lld ms\n",
+            rss0, rss_warm, warm, series[0], series[1], series[2], series[3], series[4],
+            main_run - main_run / 5, growth, 100.0 * (double)growth / (double)series[0], main_run,
+            (long long)took);
     assert_true(rss0 > 0 && rss_warm > 0 && rss_end > 0);
     /* Noise: allocator and sanitizer bookkeeping move by a few hundred KiB;
-     * a per-host leak of even 16 bytes would add 1.6 MB. ThreadSanitizer's
+     * a per-host leak of even 16 bytes would add 1.3 MB over the last 80k. ThreadSanitizer's
      * own shadow and history memory grows with run time (by megabytes on a
      * starved machine), so there only a leak of 80 bytes a request counts. */
 #if defined(__SANITIZE_THREAD__)
@@ -564,8 +567,8 @@ static void test_100k_distinct_unknown_hosts_do_not_grow_rss(void **state)
     const long allowed_kib = 1024;
 #endif
     if (growth > allowed_kib)
-        fail_msg("RSS grew by %ld KiB over %ld unknown-host requests (allowed %ld)", growth, main_run,
-                 allowed_kib);
+        fail_msg("RSS grew by %ld KiB over the last %ld unknown-host requests (allowed %ld)", growth,
+                 main_run - main_run / 5, allowed_kib);
     json_t *varz = ts_crouter_varz(&g_cr);
     assert_non_null(varz);
     json_t *errs = json_object_get(varz, "router_errors");
