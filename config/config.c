@@ -402,7 +402,7 @@ struct key_def {
     const char *path;     /* dotted key */
     setter_fn set;
     size_t off;           /* field offset in cr_config_t */
-    int64_t min, max;     /* integer range; for durations only min (0) is used */
+    int64_t min, max;     /* integer range; durations: min is 0, max 0 means no limit */
     bool clamp;           /* integers above max become max instead of failing */
 };
 
@@ -483,6 +483,11 @@ static void set_duration(loader_t *ld, const key_def_t *k, const node_t *v)
     if (ns < k->min) {
         fail_at(ld, v->line, k->path, "duration must not be negative (\"%s\")",
                 printable(v->value, v->len, d, sizeof d));
+        return;
+    }
+    if (k->max > 0 && ns > k->max) {
+        fail_at(ld, v->line, k->path, "duration must be at most %lld us (\"%s\")",
+                (long long)(k->max / 1000), printable(v->value, v->len, d, sizeof d));
         return;
     }
     *FIELD(ld->cfg, k, int64_t) = ns;
@@ -1101,6 +1106,7 @@ static const key_def_t key_table[] = {
     DUR("endpoint_dial_timeout", endpoint_dial_timeout_ns),
     DUR("frontend_idle_timeout", frontend_idle_timeout_ns),
     DUR("read_header_timeout", read_header_timeout_ns),
+    {"busy_poll", set_duration, OFF(busy_poll_ns), 0, 1000 * 1000, false}, /* at most 1ms */
     {"max_request_header_bytes", set_u32, OFF(max_request_header_bytes), 0, MIB, true},
     U32("max_request_headers", max_request_headers, UINT32_MAX),
     BOOL("disable_keep_alives", disable_keep_alives),
@@ -1286,6 +1292,7 @@ static cr_config_t *raw_defaults(void)
     c->endpoint_timeout_ns = 60 * CR_NS_PER_SEC;
     c->endpoint_dial_timeout_ns = 5 * CR_NS_PER_SEC;
     c->frontend_idle_timeout_ns = 900 * CR_NS_PER_SEC;
+    c->busy_poll_ns = 50 * 1000;
     c->read_header_timeout_ns = 30 * CR_NS_PER_SEC;
     c->max_request_header_bytes = 0;
     c->max_request_headers = 0;

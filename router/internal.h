@@ -381,6 +381,10 @@ struct cr_worker {
     bool drained;
     int64_t now_ns;               /* monotonic, refreshed after each epoll_wait */
     int64_t now_real_ns;
+    int64_t busy_poll_ns;         /* cfg busy_poll: the longest non-blocking poll before sleeping */
+    int64_t load_window_start_ns; /* start of the current CR_LOAD_WINDOW_NS window */
+    int64_t load_window_work_ns;  /* time spent handling events in that window */
+    bool busy_polling;            /* the last window was more than half work: poll before sleeping */
     cr_wheel_t wheel;
     cr_conn_t *conns;             /* open client connections */
     cr_conn_t *free_conns;        /* recycled structs (linked by next) */

@@ -13,6 +13,14 @@
  * struct is freed inside its own callback and stale events in the same
  * batch still point at valid (closed) structs.
  *
+ * Busy polling: a worker that spent more than half of the last 10 ms
+ * handling events polls epoll without blocking for up to `busy_poll`
+ * (default 50 us) before it sleeps. Under load the next event nearly always
+ * arrives within that time, so the worker's CPU does not halt and the
+ * processes that feed it (clients, backends) do not pay for waking it: on
+ * this 2-core VM that was +3-7% req/s for +5% CPU per request (bench/run,
+ * issue 3's closing note). A lightly loaded worker never spins.
+ *
  * Timers are a hashed wheel of 4096 slots of about 8.4 ms with entries
  * embedded in their owners: arm and cancel are O(1) list operations and
  * nothing is allocated per timer. Deadlines beyond one turn stay in their
@@ -522,6 +530,38 @@ static void dispatch(cr_worker_t *w, struct epoll_event *ev)
     }
 }
 
+#define CR_LOAD_WINDOW_NS (10 * 1000 * 1000)
+
+/* Called when the worker has handled everything it was woken for: books the
+ * time since the last wake-up as work and, at the end of each window, decides
+ * whether the next waits poll first. */
+static void account_work(cr_worker_t *w)
+{
+    int64_t now = cr_now_mono_ns();
+    w->load_window_work_ns += now - w->now_ns;
+    int64_t elapsed = now - w->load_window_start_ns;
+    if (elapsed >= CR_LOAD_WINDOW_NS) {
+        w->busy_polling = w->busy_poll_ns > 0 && 2 * w->load_window_work_ns > elapsed;
+        w->load_window_start_ns = now;
+        w->load_window_work_ns = 0;
+    }
+}
+
+/* epoll_wait, polling without blocking for up to busy_poll_ns first when the
+ * worker is busy. */
+static int wait_for_events(cr_worker_t *w, struct epoll_event *events)
+{
+    if (w->busy_polling) {
+        int64_t until = cr_now_mono_ns() + w->busy_poll_ns;
+        do {
+            int n = epoll_wait(w->epfd, events, CR_EVENTS_PER_WAIT, 0);
+            if (n != 0)
+                return n;
+        } while (cr_now_mono_ns() < until);
+    }
+    return epoll_wait(w->epfd, events, CR_EVENTS_PER_WAIT, next_timeout_ms(w));
+}
+
 static void *worker_main(void *arg)
 {
     cr_worker_t *w = arg;
@@ -534,10 +574,13 @@ static void *worker_main(void *arg)
     w->now_ns = cr_now_mono_ns();
     w->now_real_ns = cr_now_real_ns();
     w->wheel.cur_tick = w->now_ns >> CR_TICK_SHIFT;
+    w->busy_poll_ns = rt->cfg->busy_poll_ns;
+    w->load_window_start_ns = w->now_ns;
     while (!atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
         if (!w->drained && atomic_load_explicit(&rt->draining, memory_order_acquire))
             start_drain(w);
-        int n = epoll_wait(w->epfd, events, CR_EVENTS_PER_WAIT, next_timeout_ms(w));
+        account_work(w);
+        int n = wait_for_events(w, events);
         w->now_ns = cr_now_mono_ns();
         w->now_real_ns = cr_now_real_ns();
         if (n < 0 && errno != EINTR) {

@@ -83,6 +83,7 @@ static void assert_all_defaults(const cr_config_t *c)
     assert_int_equal(c->endpoint_dial_timeout_ns, 5 * S_NS);
     assert_int_equal(c->frontend_idle_timeout_ns, 900 * S_NS);
     assert_int_equal(c->read_header_timeout_ns, 30 * S_NS);
+    assert_int_equal(c->busy_poll_ns, 50 * 1000);
     assert_int_equal(c->max_request_header_bytes, MIB);
     assert_int_equal(c->max_request_headers, 200);
     assert_false(c->disable_keep_alives);
@@ -658,6 +659,22 @@ static void test_drain_timeout_zero_follows_endpoint_timeout(void **state)
     cr_config_destroy(c);
 }
 
+static void test_busy_poll_is_a_duration_of_at_most_1ms(void **state)
+{
+    (void)state;
+    cr_config_t *c = load("busy_poll: 200us\n");
+    assert_int_equal(c->busy_poll_ns, 200 * 1000);
+    cr_config_destroy(c);
+    c = load("busy_poll: 0\n");
+    assert_int_equal(c->busy_poll_ns, 0);
+    cr_config_destroy(c);
+    c = load("busy_poll: 1ms\n");
+    assert_int_equal(c->busy_poll_ns, 1000 * 1000);
+    cr_config_destroy(c);
+    assert_load_fails("busy_poll: 2ms\n", "t.yml:1: busy_poll: duration must be at most 1000 us (\"2ms\")");
+    assert_load_fails("busy_poll: -1us\n", "t.yml:1: busy_poll: duration must not be negative (\"-1us\")");
+}
+
 /* ---- YAML features ------------------------------------------------------ */
 
 static void test_anchors_aliases_and_merge_keys_work(void **state)
@@ -847,6 +864,7 @@ int main(void)
         cmocka_unit_test(test_zero_limits_take_their_defaults),
         cmocka_unit_test(test_stale_threshold_is_raised_to_start_response_delay),
         cmocka_unit_test(test_drain_timeout_zero_follows_endpoint_timeout),
+        cmocka_unit_test(test_busy_poll_is_a_duration_of_at_most_1ms),
         cmocka_unit_test(test_anchors_aliases_and_merge_keys_work),
         cmocka_unit_test(test_alias_bomb_fails_quickly),
         cmocka_unit_test(test_only_the_first_document_counts),
