@@ -265,6 +265,30 @@ void cr_endpoint_release(cr_endpoint_t *ep)
         free(CR_CONTAINER_OF(ep, endpoint_box_t, pub));
 }
 
+/* --- deferred frees ---------------------------------------------------- */
+
+typedef struct deferred {
+    struct rcu_head rcu;
+    void *p;
+    void (*fn)(void *);
+} deferred_t;
+
+static void deferred_cb(struct rcu_head *head)
+{
+    CR_TSAN_ACQUIRE(&cr_registry__gp_sync);
+    deferred_t *d = caa_container_of(head, deferred_t, rcu);
+    d->fn(d->p);
+    free(d);
+}
+
+void cr_registry__defer_free(void *p, void (*fn)(void *))
+{
+    deferred_t *d = cr_xmalloc(sizeof *d);
+    d->p = p;
+    d->fn = fn;
+    urcu_memb_call_rcu(&d->rcu, deferred_cb);
+}
+
 /* --- pools ------------------------------------------------------------- */
 
 /* FNV-1a; keys are short (uuids, "10.0.0.1:61000"). */

@@ -77,6 +77,12 @@ bool cr_registry__endpoint_matches(const cr_endpoint_t *ep, const cr_register_ms
 /* The normalised key of the route the endpoint was created for. */
 const char *cr_registry__endpoint_route_key(const cr_endpoint_t *ep);
 
+/* Calls fn(p) after an RCU grace period, through a small record allocated
+ * here and freed with it: for objects that are retired rarely and so carry
+ * no rcu_head of their own (host entries, routes, one-endpoint pools). The
+ * calling thread must be a registered RCU thread. */
+void cr_registry__defer_free(void *p, void (*fn)(void *));
+
 /* The shared empty pool (never freed). */
 cr_pool_t *cr_registry__pool_empty(void);
 

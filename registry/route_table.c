@@ -70,29 +70,37 @@
  * message (perf: 11% of the NATS delivery thread). */
 #define ROUTE_LOG_INTERVAL_NS (10 * CR_NS_PER_MS)
 
+/* A route: the public part, then its strings (normalised key, the host as
+ * registered when the key cannot hold it, the context path as registered
+ * when the key cannot hold it). No rcu_head: routes are removed rarely, and
+ * cr_registry__defer_free carries the grace period then. */
 typedef struct route_node {
     cr_route_t pub;
-    struct rcu_head rcu;
-    const char *path;     /* normalised path without leading '/' (into pub.key) */
-    uint32_t path_len;
+    uint32_t host_len;    /* pub.key[0..host_len) is the normalised host */
+    uint32_t path_len;    /* normalised path without leading '/': route_path() */
 } route_node_t;
 
-/* An immutable snapshot of one host's routes: longest path first, then
- * bytewise, so equal paths are found by binary search. */
-typedef struct route_vec {
-    struct rcu_head rcu;
-    uint32_t len;
-    route_node_t *routes[];
-} route_vec_t;
+static inline const char *route_path(const route_node_t *r)
+{
+    return r->pub.key + r->host_len + (r->path_len ? 1 : 0);
+}
 
+/* One host's entry in the hash table, immutable once linked: a change to
+ * the host's routes links a new entry in its place (cds_lfht_replace) and
+ * frees this one after a grace period. Routes are sorted longest path
+ * first, then bytewise, so equal paths are found by binary search. The
+ * host itself is not stored: every route's key starts with it. */
 typedef struct host_entry {
     struct cds_lfht_node node;
-    struct rcu_head rcu;
-    route_vec_t *routes;  /* published with release stores; never empty while linked */
-    bool dead;            /* unlinked (writers only, under the mutex) */
-    uint32_t host_len;    /* 32 bits: with dead, fits beside routes (messages are < 256 KiB) */
-    char host[];          /* normalised, NUL-terminated */
+    uint32_t host_len;    /* 32 bits: messages are < 256 KiB */
+    uint32_t len;         /* >= 1 */
+    route_node_t *routes[];
 } host_entry_t;
+
+static inline const char *host_of(const host_entry_t *he)
+{
+    return he->routes[0]->pub.key;
+}
 
 struct cr_registry {
     cr_registry_options_t opts;
@@ -236,9 +244,10 @@ static int match_host(struct cds_lfht_node *node, const void *key)
     CR_TSAN_ACQUIRE(he);
     if (he->host_len != k->n + k->star)
         return 0;
-    if (k->star && he->host[0] != '*')
+    const char *h = host_of(he);
+    if (k->star && h[0] != '*')
         return 0;
-    return ci_eq(k->s, he->host + k->star, k->n);
+    return ci_eq(k->s, h + k->star, k->n);
 }
 
 /* In a read section. */
@@ -300,15 +309,15 @@ static int cmp_path(const char *a, size_t an, const char *b, size_t bn)
     return 0;
 }
 
-/* Binary search for a path (any case); returns its index or, negated minus
- * one, where it would be inserted. */
-static long vec_find(const route_vec_t *v, const char *path, size_t len)
+/* Binary search for a path (any case) among he's routes; returns its index
+ * or, negated minus one, where it would be inserted. he may be NULL. */
+static long routes_find(const host_entry_t *he, const char *path, size_t len)
 {
-    long lo = 0, hi = v ? (long)v->len : 0;
+    long lo = 0, hi = he ? (long)he->len : 0;
     while (lo < hi) {
         long mid = (lo + hi) / 2;
-        const route_node_t *r = v->routes[mid];
-        int c = cmp_path(r->path, r->path_len, path, len);
+        const route_node_t *r = he->routes[mid];
+        int c = cmp_path(route_path(r), r->path_len, path, len);
         if (c == 0)
             return mid;
         if (c < 0)
@@ -319,17 +328,13 @@ static long vec_find(const route_vec_t *v, const char *path, size_t len)
     return -lo - 1;
 }
 
-static route_vec_t *vec_alloc(uint32_t len)
+static host_entry_t *host_alloc(uint32_t len, uint32_t host_len)
 {
-    route_vec_t *v = cr_xmalloc(sizeof *v + len * sizeof v->routes[0]);
-    v->len = len;
-    return v;
-}
-
-static void vec_free_cb(struct rcu_head *head)
-{
-    CR_TSAN_ACQUIRE(&cr_registry__gp_sync);
-    free(caa_container_of(head, route_vec_t, rcu));
+    host_entry_t *he = cr_xmalloc(sizeof *he + len * sizeof he->routes[0]);
+    cds_lfht_node_init(&he->node);
+    he->host_len = host_len;
+    he->len = len;
+    return he;
 }
 
 static void route_free_now(route_node_t *r)
@@ -338,24 +343,32 @@ static void route_free_now(route_node_t *r)
     free(r);
 }
 
-static void route_free_cb(struct rcu_head *head)
+static void route_free_deferred_cb(void *p)
 {
-    CR_TSAN_ACQUIRE(&cr_registry__gp_sync);
-    route_free_now(caa_container_of(head, route_node_t, rcu));
+    route_free_now(p);
 }
 
-static void host_free_cb(struct rcu_head *head)
+static int match_node(struct cds_lfht_node *node, const void *key)
 {
-    CR_TSAN_ACQUIRE(&cr_registry__gp_sync);
-    free(caa_container_of(head, host_entry_t, rcu));
+    return node == key;
 }
 
-static void publish_vec(host_entry_t *he, route_vec_t *nv)
+/* Links nu (same host, routes changed) in old's place; old is freed after
+ * a grace period (the routes it lists are not). Mutex held, in a read
+ * section. */
+static void host_replace(cr_registry_t *reg, host_entry_t *old, host_entry_t *nu)
 {
-    route_vec_t *old = he->routes;
-    __atomic_store_n(&he->routes, nv, __ATOMIC_RELEASE);
-    if (old)
-        urcu_memb_call_rcu(&old->rcu, vec_free_cb);
+    struct cds_lfht_iter it;
+    unsigned long hash = hash_host(false, host_of(old), old->host_len);
+    CR_TSAN_RELEASE(nu);
+    cds_lfht_lookup(reg->hosts, hash, match_node, &old->node, &it);
+    int rc = cds_lfht_replace(reg->hosts, &it, hash, match_node, &old->node, &nu->node);
+    if (rc != 0) {
+        /* Writers serialise on the mutex: the entry cannot have gone. */
+        CR_ERROR(COMPONENT, "host entry vanished under the mutex (rc=%d)", rc);
+        abort();
+    }
+    cr_registry__defer_free(old, free);
 }
 
 static void publish_pool(route_node_t *r, cr_pool_t *np)
@@ -386,23 +399,6 @@ static void log_route_event(cr_registry_t *reg, const char *event, const char *k
         CR_INFO(COMPONENT, "%s route=%s", event, key);
 }
 
-/* Adds an entry for a host the caller found absent (same mutex hold). */
-static host_entry_t *host_create(cr_registry_t *reg, const char *host, size_t n)
-{
-    host_entry_t *he = cr_xmalloc(sizeof *he + n + 1);
-    cds_lfht_node_init(&he->node);
-    he->routes = NULL;
-    he->dead = false;
-    he->host_len = (uint32_t)n;
-    for (size_t i = 0; i < n; i++)
-        he->host[i] = (char)lc((unsigned char)host[i]);
-    he->host[n] = '\0';
-    CR_TSAN_RELEASE(he);
-    cds_lfht_add(reg->hosts, hash_host(false, he->host, n), &he->node);
-    atomic_fetch_add_explicit(&reg->n_hosts, 1, memory_order_relaxed);
-    return he;
-}
-
 static route_node_t *route_create(cr_registry_t *reg, const uri_parts_t *u)
 {
     size_t key_len = u->host_len + (u->path_len ? 1 + u->path_len : 0);
@@ -417,11 +413,17 @@ static route_node_t *route_create(cr_registry_t *reg, const uri_parts_t *u)
         }
     }
     size_t host_size = lower ? 0 : u->host_len + 1;
-    route_node_t *r = cr_xmalloc(sizeof *r + (key_len + 1) + host_size + (ctx_len + 1));
+    /* The context path as registered is the key's tail ("/path", or "" at
+     * its NUL) unless the path has upper case. */
+    bool ctx_in_key = true;
+    for (size_t i = 0; ctx_in_key && i < u->path_len; i++)
+        ctx_in_key = lc((unsigned char)u->path[i]) == (unsigned char)u->path[i];
+    size_t ctx_size = ctx_in_key ? 0 : ctx_len + 1;
+    route_node_t *r = cr_xmalloc(sizeof *r + (key_len + 1) + host_size + ctx_size);
     memset(r, 0, sizeof *r);
     char *key = (char *)(r + 1);
     char *host = lower ? NULL : key + key_len + 1;
-    char *ctx = key + key_len + 1 + host_size;
+    char *ctx = ctx_in_key ? key + u->host_len : key + key_len + 1 + host_size;
 
     for (size_t i = 0; i < u->host_len; i++)
         key[i] = (char)lc((unsigned char)u->host[i]);
@@ -435,11 +437,11 @@ static route_node_t *route_create(cr_registry_t *reg, const uri_parts_t *u)
         memcpy(host, u->host, u->host_len);
         host[u->host_len] = '\0';
     }
-    if (ctx_len) {
+    if (!ctx_in_key) {
         ctx[0] = '/';
         memcpy(ctx + 1, u->path, u->path_len);
+        ctx[ctx_len] = '\0';
     }
-    ctx[ctx_len] = '\0';
 
     r->pub.key = key;
     r->pub.host = host ? host : key;
@@ -448,69 +450,68 @@ static route_node_t *route_create(cr_registry_t *reg, const uri_parts_t *u)
     atomic_init(&r->pub.rr_next, (uint32_t)cr_random_u64());
     atomic_init(&r->pub.lb_algo, (int)reg->opts.default_lb_algo);
     r->pub.emptied_at_ns = 0;
-    r->path = key + u->host_len + (u->path_len ? 1 : 0);
+    r->host_len = (uint32_t)u->host_len;
     r->path_len = (uint32_t)u->path_len;
     return r;
 }
 
 /* Finds the route for u (normalised on the fly), creating it when create.
- * *he_out receives u's host entry. With create, *he_out must already hold
- * what a call without create returned for u in this mutex hold (NULL: the
- * host is absent), which saves the hash lookups a new route would repeat. */
+ * *he_out receives u's host entry (the one current after a creation). With
+ * create, *he_out must already hold what a call without create returned for
+ * u in this mutex hold (NULL: the host is absent), which saves the hash
+ * lookups a new route would repeat. */
 static route_node_t *route_get(cr_registry_t *reg, const uri_parts_t *u, bool create, host_entry_t **he_out)
 {
-    host_entry_t *he;
-    if (!create)
-        he = find_host(reg, false, u->host, u->host_len);
-    else
-        he = *he_out ? *he_out : host_create(reg, u->host, u->host_len);
+    host_entry_t *he = create ? *he_out : find_host(reg, false, u->host, u->host_len);
     *he_out = he;
-    if (!he)
-        return NULL;
-    route_vec_t *v = he->routes;
-    long pos = vec_find(v, u->path, u->path_len);
+    long pos = routes_find(he, u->path, u->path_len);
     if (pos >= 0)
-        return v->routes[pos];
+        return he->routes[pos];
     if (!create)
         return NULL;
 
     route_node_t *r = route_create(reg, u);
     size_t at = (size_t)(-pos - 1);
-    uint32_t old_len = v ? v->len : 0;
-    route_vec_t *nv = vec_alloc(old_len + 1);
+    uint32_t old_len = he ? he->len : 0;
+    host_entry_t *nhe = host_alloc(old_len + 1, (uint32_t)u->host_len);
     if (at > 0)
-        memcpy(nv->routes, v->routes, at * sizeof nv->routes[0]);
-    nv->routes[at] = r;
+        memcpy(nhe->routes, he->routes, at * sizeof nhe->routes[0]);
+    nhe->routes[at] = r;
     if (old_len > at)
-        memcpy(nv->routes + at + 1, v->routes + at, (old_len - at) * sizeof nv->routes[0]);
-    publish_vec(he, nv);
+        memcpy(nhe->routes + at + 1, he->routes + at, (old_len - at) * sizeof nhe->routes[0]);
+    if (he) {
+        host_replace(reg, he, nhe);
+    } else {
+        CR_TSAN_RELEASE(nhe);
+        cds_lfht_add(reg->hosts, hash_host(false, r->pub.key, u->host_len), &nhe->node);
+        atomic_fetch_add_explicit(&reg->n_hosts, 1, memory_order_relaxed);
+    }
+    *he_out = nhe;
     atomic_fetch_add_explicit(&reg->n_routes, 1, memory_order_relaxed);
     log_route_event(reg, "route-registered", r->pub.key);
     return r;
 }
 
-/* Unlinks route r from he (and he from the table when it was its last
- * route); both are freed after a grace period. */
-static void route_remove(cr_registry_t *reg, host_entry_t *he, route_node_t *r)
+/* Unlinks route r from its host's entry (and the entry from the table when
+ * r was its last route); what is unlinked is freed after a grace period. */
+static void route_remove(cr_registry_t *reg, route_node_t *r)
 {
-    route_vec_t *v = he->routes;
-    long pos = vec_find(v, r->path, r->path_len);
-    if (pos < 0)
+    host_entry_t *he = find_host(reg, false, r->pub.key, r->host_len);
+    long pos = routes_find(he, route_path(r), r->path_len);
+    if (pos < 0 || he->routes[pos] != r)
         return;
     log_route_event(reg, "route-unregistered", r->pub.key);
-    if (v->len == 1) {
+    if (he->len == 1) {
         cds_lfht_del(reg->hosts, &he->node);
         atomic_fetch_sub_explicit(&reg->n_hosts, 1, memory_order_relaxed);
-        he->dead = true;
-        urcu_memb_call_rcu(&v->rcu, vec_free_cb);
-        urcu_memb_call_rcu(&he->rcu, host_free_cb);
+        cr_registry__defer_free(he, free);
     } else {
-        route_vec_t *nv = vec_alloc(v->len - 1);
-        memcpy(nv->routes, v->routes, (size_t)pos * sizeof nv->routes[0]);
-        memcpy(nv->routes + pos, v->routes + pos + 1, (v->len - (size_t)pos - 1) * sizeof nv->routes[0]);
-        publish_vec(he, nv);
+        host_entry_t *nhe = host_alloc(he->len - 1, he->host_len);
+        memcpy(nhe->routes, he->routes, (size_t)pos * sizeof nhe->routes[0]);
+        memcpy(nhe->routes + pos, he->routes + pos + 1, (he->len - (size_t)pos - 1) * sizeof nhe->routes[0]);
+        host_replace(reg, he, nhe);
     }
-    urcu_memb_call_rcu(&r->rcu, route_free_cb);
+    cr_registry__defer_free(r, route_free_deferred_cb);
     atomic_fetch_sub_explicit(&reg->n_routes, 1, memory_order_relaxed);
 }
 
@@ -537,12 +538,12 @@ static bool keeps_empty_routes(const cr_registry_t *reg)
 }
 
 /* After r's pool became empty: keep it (503 mode) or remove it. */
-static void route_emptied(cr_registry_t *reg, host_entry_t *he, route_node_t *r, int64_t now_ns)
+static void route_emptied(cr_registry_t *reg, route_node_t *r, int64_t now_ns)
 {
     if (keeps_empty_routes(reg))
         r->pub.emptied_at_ns = now_ns;
     else
-        route_remove(reg, he, r);
+        route_remove(reg, r);
 }
 
 static void touch(cr_registry_t *reg)
@@ -602,10 +603,8 @@ void cr_registry_destroy(cr_registry_t *reg)
     urcu_memb_barrier();
     CR_TSAN_ACQUIRE(&cr_registry__gp_sync);
     for (size_t i = 0; i < n; i++) {
-        route_vec_t *v = all[i]->routes;
-        for (uint32_t j = 0; v && j < v->len; j++)
-            route_free_now(v->routes[j]);
-        free(v);
+        for (uint32_t j = 0; j < all[i]->len; j++)
+            route_free_now(all[i]->routes[j]);
         free(all[i]);
     }
     free(all);
@@ -626,12 +625,11 @@ const cr_pool_t *cr_route_pool(const cr_route_t *route)
  * whose pool is non-empty, else the deepest matching empty one, else NULL. */
 static const cr_route_t *match_routes(const host_entry_t *he, const char *path, size_t len)
 {
-    const route_vec_t *v = __atomic_load_n(&he->routes, __ATOMIC_ACQUIRE);
     const cr_route_t *empty = NULL;
-    for (uint32_t i = 0; v && i < v->len; i++) {
-        const route_node_t *r = v->routes[i];
+    for (uint32_t i = 0; i < he->len; i++) {
+        const route_node_t *r = he->routes[i];
         size_t rl = r->path_len;
-        if (rl > 0 && (rl > len || (rl < len && path[rl] != '/') || !ci_eq(path, r->path, rl)))
+        if (rl > 0 && (rl > len || (rl < len && path[rl] != '/') || !ci_eq(path, route_path(r), rl)))
             continue;
         if (cr_route_pool(&r->pub)->len > 0)
             return &r->pub;
@@ -681,9 +679,8 @@ void cr_registry_for_each_route(const cr_registry_t *reg, cr_route_visit_fn visi
     while ((node = cds_lfht_iter_get_node(&it)) != NULL) {
         const host_entry_t *he = caa_container_of(node, host_entry_t, node);
         CR_TSAN_ACQUIRE(he);
-        const route_vec_t *v = __atomic_load_n(&he->routes, __ATOMIC_ACQUIRE);
-        for (uint32_t i = 0; v && i < v->len; i++)
-            visit(arg, &v->routes[i]->pub, cr_route_pool(&v->routes[i]->pub));
+        for (uint32_t i = 0; i < he->len; i++)
+            visit(arg, &he->routes[i]->pub, cr_route_pool(&he->routes[i]->pub));
         cds_lfht_next(reg->hosts, &it);
     }
     cr_registry_read_unlock();
@@ -867,7 +864,7 @@ size_t cr_registry_unregister(cr_registry_t *reg, const cr_register_msg_t *msg, 
             continue;
         CR_DEBUG(COMPONENT, "endpoint-unregistered route=%s endpoint=%s", r->pub.key, addr);
         if (pool_remove_at(r, (uint32_t)idx))
-            route_emptied(reg, he, r, now_ns);
+            route_emptied(reg, r, now_ns);
         removed++;
     }
     if (removed) {
@@ -894,7 +891,7 @@ size_t cr_registry_remove_endpoint(cr_registry_t *reg, const cr_endpoint_t *ep)
         if (idx >= 0 && p->endpoints[idx] == ep) {
             CR_INFO(COMPONENT, "endpoint-removed route=%s endpoint=%s", r->pub.key, ep->addr);
             if (pool_remove_at(r, (uint32_t)idx))
-                route_emptied(reg, he, r, cr_now_mono_ns());
+                route_emptied(reg, r, cr_now_mono_ns());
             atomic_fetch_sub_explicit(&reg->n_endpoints, 1, memory_order_relaxed);
             touch(reg);
             changed = 1;
@@ -905,16 +902,16 @@ size_t cr_registry_remove_endpoint(cr_registry_t *reg, const cr_endpoint_t *ep)
 }
 
 /* Prunes one route (mutex held). Returns endpoints removed; *visited counts work. */
-static size_t prune_route(cr_registry_t *reg, host_entry_t *he, route_node_t *r, int64_t now_ns)
+static size_t prune_route(cr_registry_t *reg, route_node_t *r, int64_t now_ns)
 {
     cr_pool_t *p = r->pub._pool;
     if (p->len == 0) {
         if (!keeps_empty_routes(reg))
-            route_remove(reg, he, r);
+            route_remove(reg, r);
         else if (r->pub.emptied_at_ns == 0)
             r->pub.emptied_at_ns = now_ns;
         else if (now_ns - r->pub.emptied_at_ns > reg->opts.empty_pool_timeout_ns)
-            route_remove(reg, he, r);
+            route_remove(reg, r);
         return 0;
     }
     cr_endpoint_t **keep = NULL;
@@ -944,7 +941,7 @@ static size_t prune_route(cr_registry_t *reg, host_entry_t *he, route_node_t *r,
     free(keep);
     if (n == 0) {
         CR_INFO(COMPONENT, "route-pruned route=%s", r->pub.key);
-        route_emptied(reg, he, r, now_ns);
+        route_emptied(reg, r, now_ns);
     }
     return removed;
 }
@@ -964,12 +961,15 @@ size_t cr_registry_prune(cr_registry_t *reg, int64_t now_ns)
     while ((node = cds_lfht_iter_get_node(&it)) != NULL) {
         host_entry_t *he = caa_container_of(node, host_entry_t, node);
         CR_TSAN_ACQUIRE(he);
-        /* Walk backwards: removing route i leaves 0..i-1 in place. */
-        for (uint32_t i = he->dead || !he->routes ? 0 : he->routes->len; i-- > 0;) {
-            removed += prune_route(reg, he, he->routes->routes[i], now_ns);
+        /* An entry replaced while the mutex was dropped stands for the
+         * current one, found again by host (NULL: the host is gone). The
+         * routes are pruned from this snapshot, which the read section
+         * keeps readable while each removal links a new entry. */
+        if (cds_lfht_is_node_deleted(node))
+            he = find_host(reg, false, host_of(he), he->host_len);
+        for (uint32_t i = he ? he->len : 0; i-- > 0;) {
+            removed += prune_route(reg, he->routes[i], now_ns);
             visited++;
-            if (he->dead)
-                break;
         }
         cds_lfht_next(reg->hosts, &it);
         if (visited >= PRUNE_CHUNK_ROUTES) {
@@ -998,9 +998,9 @@ void cr_registry_freshen(cr_registry_t *reg, int64_t now_ns)
     cds_lfht_first(reg->hosts, &it);
     while ((node = cds_lfht_iter_get_node(&it)) != NULL) {
         host_entry_t *he = caa_container_of(node, host_entry_t, node);
-        route_vec_t *v = he->routes;
-        for (uint32_t i = 0; v && i < v->len; i++) {
-            cr_pool_t *p = v->routes[i]->pub._pool;
+        CR_TSAN_ACQUIRE(he);
+        for (uint32_t i = 0; i < he->len; i++) {
+            cr_pool_t *p = he->routes[i]->pub._pool;
             for (uint32_t j = 0; j < p->len; j++)
                 atomic_store_explicit(&p->endpoints[j]->refreshed_at_ns, now_ns, memory_order_relaxed);
         }
