@@ -1,17 +1,26 @@
 /* registry/endpoint.c - refcounted endpoints and immutable pool snapshots.
  *
- * An endpoint is one allocation: the public struct, a hidden back-reference
- * to its route's key, the tags array and every string, packed. That keeps it
- * well under 400 bytes plus its strings and makes the last release one free().
- * Endpoints belong to one route (their context_path is the route's cookie
- * Path), so a message with three uris creates three endpoints.
+ * An endpoint is one allocation: the public struct (208 bytes, no holes), a
+ * hidden reference to its route, room for a one-endpoint pool, the tags
+ * array, the policy and the strings unique to it (addr, private_instance_id,
+ * a protocol other than http1/http2), packed. Strings that instances share
+ * (host, app, index, zone, segment, route service, SAN, tags) are interned
+ * (intern.c) and released with the endpoint; the context path and route key
+ * are the route's, which the endpoint keeps alive. The last release is one
+ * free() plus the releases. Endpoints belong to one route (their
+ * context_path is the route's cookie Path), so a message with three uris
+ * creates three endpoints.
  *
- * A pool is also one allocation: an rcu_head in front (hidden), the public
- * cr_pool_t with its endpoint array, then, for pools of more than
- * CR_POOL_SCAN_MAX endpoints, an open-addressing index of uint32 slots keyed
- * by private_instance_id and by addr, with at least twice as many slots as
- * keys so probes stay short. Smaller pools (nearly all routes) are scanned:
- * no index to build on every change and 16 bytes less per route.
+ * Pools. The pool published when an endpoint is created alone in its route
+ * (nearly every route) is the one inside the endpoint: 16 bytes, no
+ * allocation; it is used at most once, so it is never published again while
+ * readers may still see its retired self, and it is retired through
+ * cr_registry__defer_free. Other pools are one allocation: an rcu_head in
+ * front (hidden), the public cr_pool_t with its endpoint array, then, for
+ * pools of more than CR_POOL_SCAN_MAX endpoints, an open-addressing index of
+ * uint32 slots keyed by private_instance_id and by addr, with at least twice
+ * as many slots as keys so probes stay short (a sticky lookup in a pool of
+ * 1,000 is a probe, not a scan). Smaller pools are scanned.
  *
  * Threads: creation and pool building run on writers (NATS thread, pruner)
  * under the table's mutex; lookups, retain and release on any thread; pool
@@ -34,10 +43,32 @@
 
 char cr_registry__gp_sync;
 
+/* The allocation behind a cr_endpoint_t: after the public struct, a
+ * back-reference to its route's key and room for a one-endpoint pool
+ * listing this endpoint (solo), used at most once: by the pool published
+ * when the endpoint is created alone in its route, the common case. Then
+ * come the tags array, the policy and the strings. */
 typedef struct endpoint_box {
     cr_endpoint_t pub;
-    const char *route_key; /* points into the same allocation */
+    const cr_route_t *route; /* a reference: its key, our context_path */
+    uint32_t solo_len;     /* solo pool: 0 = never published, else 1 (stays 1) */
+    uint32_t solo_mask;    /* always 0 */
+    cr_endpoint_t *solo_ep; /* &pub */
 } endpoint_box_t;
+
+_Static_assert(offsetof(endpoint_box_t, solo_mask) == offsetof(endpoint_box_t, solo_len) + offsetof(cr_pool_t, id_index_mask) &&
+                   offsetof(endpoint_box_t, solo_ep) == offsetof(endpoint_box_t, solo_len) + offsetof(cr_pool_t, endpoints),
+               "the solo pool has cr_pool_t's layout");
+
+static cr_pool_t *solo_pool(cr_endpoint_t *ep)
+{
+    return (cr_pool_t *)&CR_CONTAINER_OF(ep, endpoint_box_t, pub)->solo_len;
+}
+
+static bool is_solo(const cr_pool_t *pool)
+{
+    return pool->len == 1 && pool == solo_pool(pool->endpoints[0]);
+}
 
 typedef struct pool_hdr {
     struct rcu_head rcu;
@@ -112,7 +143,8 @@ int64_t cr_registry__ttl_s(const cr_register_msg_t *msg, int64_t droplet_stale_t
 {
     int64_t cap_s = droplet_stale_threshold_ns / CR_NS_PER_SEC;
     int64_t t = msg->stale_threshold_in_seconds;
-    return (t > 0 && t <= cap_s) ? t : cap_s;
+    int64_t ttl = (t > 0 && t <= cap_s) ? t : cap_s;
+    return ttl > INT32_MAX ? INT32_MAX : ttl; /* cr_endpoint_t.ttl_s is 32 bits */
 }
 
 /* --- endpoints --------------------------------------------------------- */
@@ -134,31 +166,37 @@ static char *pack(char **cursor, const char *s)
     return d;
 }
 
-cr_endpoint_t *cr_registry__endpoint_create(const cr_register_msg_t *msg, const char *context_path,
-                                            const char *route_key, int64_t ttl_s,
-                                            const cr_registry__sockaddr_t *sa, int64_t now_ns)
+cr_endpoint_t *cr_registry__endpoint_create(const cr_register_msg_t *msg, const cr_route_t *route,
+                                            int64_t ttl_s, const cr_registry__sockaddr_t *sa,
+                                            int64_t now_ns)
 {
     char addr[CR_REGISTRY_ADDR_MAX];
     cr_registry__format_addr(msg, addr, sizeof addr);
+    /* Nearly every endpoint says http1 (or nothing): point at a constant. */
     const char *protocol = msg->protocol ? msg->protocol : "http1";
+    const char *static_protocol = strcmp(protocol, "http1") == 0   ? "http1"
+                                  : strcmp(protocol, "http2") == 0 ? "http2"
+                                                                   : NULL;
+
+    /* Strings that instances share are interned (registry/intern.c). */
+    enum { I_HOST, I_INDEX, I_APP, I_RSU, I_SAN, I_ISO, I_AZ, I_N };
+    const char *in[I_N] = { msg->host, msg->private_instance_index, msg->app, msg->route_service_url,
+                            msg->server_cert_domain_san, msg->isolation_segment, msg->availability_zone };
+    const char *shared[I_N];
+    cr_registry__intern(in, shared, I_N);
 
     size_t head = sizeof(endpoint_box_t);
     head = (head + alignof(cr_tag_t) - 1) & ~(alignof(cr_tag_t) - 1);
     size_t policy_at = head + msg->tags_len * sizeof(cr_tag_t);
     policy_at = (policy_at + alignof(cr_persist_policy_t) - 1) & ~(alignof(cr_persist_policy_t) - 1);
     size_t total = policy_at + (msg->persistence ? sizeof(cr_persist_policy_t) : 0);
-    total += str_size(addr) + str_size(msg->host) + str_size(msg->private_instance_id) +
-             str_size(msg->private_instance_index) + str_size(msg->app) +
-             str_size(msg->route_service_url) + str_size(msg->server_cert_domain_san) +
-             str_size(msg->isolation_segment) + str_size(protocol) +
-             str_size(msg->availability_zone) + str_size(context_path) + str_size(route_key);
-    for (size_t i = 0; i < msg->tags_len; i++)
-        total += str_size(msg->tags[i].key) + str_size(msg->tags[i].value);
+    total += str_size(addr) + str_size(msg->private_instance_id) + (static_protocol ? 0 : str_size(protocol));
 
     char *block = cr_xmalloc(total);
     endpoint_box_t *box = (endpoint_box_t *)block;
     memset(box, 0, sizeof *box);
     cr_endpoint_t *ep = &box->pub;
+    box->solo_ep = ep;
     char *cur = block + policy_at + (msg->persistence ? sizeof(cr_persist_policy_t) : 0);
     if (msg->persistence) {
         cr_persist_policy_t *pol = (cr_persist_policy_t *)(block + policy_at);
@@ -167,7 +205,7 @@ cr_endpoint_t *cr_registry__endpoint_create(const cr_register_msg_t *msg, const 
     }
 
     ep->addr = pack(&cur, addr);
-    ep->host = pack(&cur, msg->host);
+    ep->host = (char *)shared[I_HOST];
     ep->port = msg->tls_port ? msg->tls_port : msg->port;
     ep->tls = msg->tls_port != 0;
     ep->has_tags = msg->has_tags;
@@ -177,24 +215,27 @@ cr_endpoint_t *cr_registry__endpoint_create(const cr_register_msg_t *msg, const 
         ep->sockaddr_len = sa->len;
     }
     ep->private_instance_id = pack(&cur, msg->private_instance_id);
-    ep->private_instance_index = pack(&cur, msg->private_instance_index);
-    ep->app = pack(&cur, msg->app);
-    ep->route_service_url = pack(&cur, msg->route_service_url);
-    ep->server_cert_domain_san = pack(&cur, msg->server_cert_domain_san);
-    ep->isolation_segment = pack(&cur, msg->isolation_segment);
-    ep->protocol = pack(&cur, protocol);
-    ep->availability_zone = pack(&cur, msg->availability_zone);
+    ep->private_instance_index = (char *)shared[I_INDEX];
+    ep->app = (char *)shared[I_APP];
+    ep->route_service_url = (char *)shared[I_RSU];
+    ep->server_cert_domain_san = (char *)shared[I_SAN];
+    ep->isolation_segment = (char *)shared[I_ISO];
+    ep->protocol = static_protocol ? (char *)static_protocol : pack(&cur, protocol);
+    ep->availability_zone = (char *)shared[I_AZ];
     if (msg->tags_len > 0) {
         ep->tags = (cr_tag_t *)(block + head);
-        ep->tags_len = msg->tags_len;
+        ep->tags_len = (uint32_t)msg->tags_len;
         for (size_t i = 0; i < msg->tags_len; i++) {
-            ep->tags[i].key = pack(&cur, msg->tags[i].key);
-            ep->tags[i].value = pack(&cur, msg->tags[i].value);
+            const char *kv[2] = { msg->tags[i].key, msg->tags[i].value }, *out[2];
+            cr_registry__intern(kv, out, 2);
+            ep->tags[i].key = (char *)out[0];
+            ep->tags[i].value = (char *)out[1];
         }
     }
-    ep->context_path = pack(&cur, context_path);
-    box->route_key = pack(&cur, route_key);
-    ep->ttl_s = ttl_s;
+    cr_registry__route_retain(route);
+    box->route = route;
+    ep->context_path = route->context_path;
+    ep->ttl_s = (int32_t)ttl_s; /* cr_registry__ttl_s caps it */
     ep->endpoint_updated_at_ns = msg->endpoint_updated_at_ns;
     atomic_init(&ep->refreshed_at_ns, now_ns);
     atomic_init(&ep->failed_at_ns, 0);
@@ -247,7 +288,7 @@ bool cr_registry__endpoint_matches(const cr_endpoint_t *ep, const cr_register_ms
 
 const char *cr_registry__endpoint_route_key(const cr_endpoint_t *ep)
 {
-    return CR_CONTAINER_OF(ep, endpoint_box_t, pub)->route_key;
+    return CR_CONTAINER_OF(ep, endpoint_box_t, pub)->route->key;
 }
 
 cr_endpoint_t *cr_endpoint_retain(cr_endpoint_t *ep)
@@ -261,8 +302,19 @@ void cr_endpoint_release(cr_endpoint_t *ep)
 {
     if (!ep)
         return;
-    if (atomic_fetch_sub_explicit(&ep->refcount, 1, memory_order_acq_rel) == 1)
-        free(CR_CONTAINER_OF(ep, endpoint_box_t, pub));
+    if (atomic_fetch_sub_explicit(&ep->refcount, 1, memory_order_acq_rel) == 1) {
+        endpoint_box_t *box = CR_CONTAINER_OF(ep, endpoint_box_t, pub);
+        const cr_route_t *route = box->route;
+        const char *shared[] = { ep->host, ep->private_instance_index, ep->app, ep->route_service_url,
+                                 ep->server_cert_domain_san, ep->isolation_segment, ep->availability_zone };
+        cr_registry__intern_release(shared, CR_ARRAY_LEN(shared));
+        for (uint32_t i = 0; i < ep->tags_len; i++) {
+            const char *kv[2] = { ep->tags[i].key, ep->tags[i].value };
+            cr_registry__intern_release(kv, 2);
+        }
+        free(box);
+        cr_registry__route_release(route);
+    }
 }
 
 /* --- deferred frees ---------------------------------------------------- */
@@ -308,12 +360,18 @@ static bool key_eq(const char *have, const char *want, size_t want_len)
     return have && strnlen(have, want_len + 1) == want_len && memcmp(have, want, want_len) == 0;
 }
 
+static uint32_t *pool_index(const cr_pool_t *pool)
+{
+    return (uint32_t *)(pool->endpoints + pool->len);
+}
+
 static void index_put(cr_pool_t *pool, const char *key, uint32_t slot_value)
 {
+    uint32_t *index = pool_index(pool);
     uint32_t i = hash_bytes(key, strlen(key)) & pool->id_index_mask;
-    while (pool->id_index[i] != 0)
+    while (index[i] != 0)
         i = (i + 1) & pool->id_index_mask;
-    pool->id_index[i] = slot_value;
+    index[i] = slot_value;
 }
 
 cr_pool_t *cr_registry__pool_empty(void)
@@ -325,6 +383,13 @@ cr_pool_t *cr_registry__pool_create(cr_endpoint_t *const *eps, uint32_t n)
 {
     if (n == 0)
         return &empty_pool;
+    if (n == 1) {
+        endpoint_box_t *box = CR_CONTAINER_OF(eps[0], endpoint_box_t, pub);
+        if (box->solo_len == 0) {
+            box->solo_len = 1;
+            return solo_pool(cr_endpoint_retain(eps[0]));
+        }
+    }
     uint32_t slots = 0;
     if (n > CR_POOL_SCAN_MAX) {
         slots = 4;
@@ -332,14 +397,12 @@ cr_pool_t *cr_registry__pool_create(cr_endpoint_t *const *eps, uint32_t n)
             slots <<= 1;
     }
     size_t body = sizeof(cr_pool_t) + n * sizeof(cr_endpoint_t *);
-    body = (body + alignof(uint32_t) - 1) & ~(alignof(uint32_t) - 1);
     char *block = cr_xmalloc(POOL_HDR_SIZE + body + slots * sizeof(uint32_t));
     cr_pool_t *pool = (cr_pool_t *)(block + POOL_HDR_SIZE);
     pool->len = n;
     pool->id_index_mask = slots ? slots - 1 : 0;
-    pool->id_index = slots ? (uint32_t *)((char *)pool + body) : NULL;
     if (slots)
-        memset(pool->id_index, 0, slots * sizeof(uint32_t));
+        memset(pool_index(pool), 0, slots * sizeof(uint32_t));
     for (uint32_t i = 0; i < n; i++) {
         pool->endpoints[i] = cr_endpoint_retain(eps[i]);
         if (!slots)
@@ -355,6 +418,10 @@ void cr_registry__pool_free(cr_pool_t *pool)
 {
     if (!pool || pool == &empty_pool)
         return;
+    if (is_solo(pool)) {
+        cr_endpoint_release(pool->endpoints[0]); /* may free the pool with it */
+        return;
+    }
     for (uint32_t i = 0; i < pool->len; i++)
         cr_endpoint_release(pool->endpoints[i]);
     free((char *)pool - POOL_HDR_SIZE);
@@ -366,25 +433,35 @@ static void pool_free_cb(struct rcu_head *head)
     cr_registry__pool_free((cr_pool_t *)((char *)head + POOL_HDR_SIZE));
 }
 
+static void solo_free_cb(void *ep)
+{
+    cr_endpoint_release(ep);
+}
+
 void cr_registry__pool_free_deferred(cr_pool_t *pool)
 {
     if (!pool || pool == &empty_pool)
         return;
+    if (is_solo(pool)) {
+        cr_registry__defer_free(pool->endpoints[0], solo_free_cb);
+        return;
+    }
     pool_hdr_t *hdr = (pool_hdr_t *)((char *)pool - POOL_HDR_SIZE);
     urcu_memb_call_rcu(&hdr->rcu, pool_free_cb);
 }
 
 int cr_registry__pool_index_of_addr(const cr_pool_t *pool, const char *addr, size_t addr_len)
 {
-    if (!pool->id_index) {
+    if (!pool->id_index_mask) {
         for (uint32_t j = 0; j < pool->len; j++) {
             if (key_eq(pool->endpoints[j]->addr, addr, addr_len))
                 return (int)j;
         }
         return -1;
     }
+    const uint32_t *index = pool_index(pool);
     uint32_t i = hash_bytes(addr, addr_len) & pool->id_index_mask;
-    for (uint32_t v; (v = pool->id_index[i]) != 0; i = (i + 1) & pool->id_index_mask) {
+    for (uint32_t v; (v = index[i]) != 0; i = (i + 1) & pool->id_index_mask) {
         if (key_eq(pool->endpoints[v - 1]->addr, addr, addr_len))
             return (int)(v - 1);
     }
@@ -395,7 +472,7 @@ cr_endpoint_t *cr_pool_find_by_id(const cr_pool_t *pool, const char *id, size_t 
 {
     if (!pool || pool->len == 0 || !id || id_len == 0)
         return NULL;
-    if (!pool->id_index) {
+    if (!pool->id_index_mask) {
         /* The index answers the first slot holding either key, in probe
          * order; a scan prefers an instance id match, then an address. */
         cr_endpoint_t *by_addr = NULL;
@@ -408,8 +485,9 @@ cr_endpoint_t *cr_pool_find_by_id(const cr_pool_t *pool, const char *id, size_t 
         }
         return by_addr;
     }
+    const uint32_t *index = pool_index(pool);
     uint32_t i = hash_bytes(id, id_len) & pool->id_index_mask;
-    for (uint32_t v; (v = pool->id_index[i]) != 0; i = (i + 1) & pool->id_index_mask) {
+    for (uint32_t v; (v = index[i]) != 0; i = (i + 1) & pool->id_index_mask) {
         cr_endpoint_t *ep = pool->endpoints[v - 1];
         if (key_eq(ep->private_instance_id, id, id_len) || key_eq(ep->addr, id, id_len))
             return ep;

@@ -34,22 +34,15 @@ typedef struct cr_tag {
     char *value; /* owned */
 } cr_tag_t;
 
+/* Fields are ordered largest first so the struct has no holes (208 bytes
+ * on LP64); see registry/endpoint.c for what is packed behind it. */
 typedef struct cr_endpoint {
     /* Identity: "host:port", with tls_port in place of port when set. */
     char *addr;                   /* owned; the key within a pool */
     char *host;                   /* owned */
-    uint16_t port;                /* the port dialled (tls_port when tls) */
-    bool tls;                     /* registered with a non-zero tls_port */
-    bool has_tags;                /* false: /routes shows "tags": null */
-    int8_t lb_algo;               /* -1 = none, else cr_lb_algo_t from options.loadbalancing */
-    union {
-        struct sockaddr sa;
-        struct sockaddr_in in;
-        struct sockaddr_in6 in6;
-    } sockaddr;                   /* resolved when registered (never on a worker) */
-    socklen_t sockaddr_len;       /* 0 when the host could not be resolved */
 
-    /* Message fields; NULL when absent or empty. All owned. */
+    /* Message fields; NULL when absent or empty. All owned (protocol may
+     * point to a static "http1"/"http2"). */
     char *private_instance_id;
     char *private_instance_index;
     char *app;
@@ -59,37 +52,52 @@ typedef struct cr_endpoint {
     char *protocol;               /* "http1" when absent */
     char *availability_zone;
     cr_tag_t *tags;               /* owned array of tags_len */
-    size_t tags_len;
 
-    char *context_path;           /* owned: the route's context path as first registered ("" = bare host); cookie Path */
-    int64_t ttl_s;                /* effective TTL: min(stale_threshold_in_seconds, droplet_stale_threshold) */
-    int64_t endpoint_updated_at_ns; /* from the message; not used for ordering */
-
-    /* Mutable state. */
-    _Atomic int64_t refreshed_at_ns; /* atomic: monotonic time of the last register (pruning) */
-    _Atomic int64_t failed_at_ns;    /* atomic: monotonic time of the last failure; 0 = none */
-    _Atomic int32_t in_flight;       /* atomic: requests between pick and response head (least-connection, max_conns) */
-    _Atomic uint32_t refcount;       /* atomic */
+    char *context_path;           /* the route's context path as first registered ("" = bare host; cookie
+                                     Path), in the route, which the endpoint keeps alive */
 
     /* Session persistence (issue 5; router/persistence.c). */
     const cr_persist_policy_t *persistence; /* effective policy (route override merged over the
                                                global block), packed in the endpoint's allocation;
                                                NULL = the global policy */
+
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } sockaddr;                   /* resolved when registered (never on a worker) */
+    socklen_t sockaddr_len;       /* 0 when the host could not be resolved */
+
+    int64_t endpoint_updated_at_ns; /* from the message; not used for ordering */
+
+    /* Mutable state. */
+    _Atomic int64_t refreshed_at_ns; /* atomic: monotonic time of the last register (pruning) */
+    _Atomic int64_t failed_at_ns;    /* atomic: monotonic time of the last failure; 0 = none */
     _Atomic uint64_t persist_hash;   /* atomic: cached rendezvous hash; 0 = not computed yet */
     _Atomic uint64_t persist_id[2];  /* atomic: cached keyed identity under secret / previous_secret */
+    _Atomic int32_t in_flight;       /* atomic: requests between pick and response head (least-connection, max_conns) */
+    _Atomic uint32_t refcount;       /* atomic */
+
+    int32_t ttl_s;                /* effective TTL: min(stale_threshold_in_seconds, droplet_stale_threshold) */
+    uint32_t tags_len;
+    uint16_t port;                /* the port dialled (tls_port when tls) */
+    bool tls;                     /* registered with a non-zero tls_port */
+    bool has_tags;                /* false: /routes shows "tags": null */
+    int8_t lb_algo;               /* -1 = none, else cr_lb_algo_t from options.loadbalancing */
 } cr_endpoint_t;
 
-/* Pools this small have no id_index: a scan of them is as fast as hashing. */
+/* Pools this small have no id index: a scan of them is as fast as hashing. */
 #define CR_POOL_SCAN_MAX 8
 
-/* An immutable snapshot of one route's endpoints, in registration order. */
+/* An immutable snapshot of one route's endpoints, in registration order.
+ * Pools of more than CR_POOL_SCAN_MAX endpoints are followed, in the same
+ * allocation, by an open-addressing index of id_index_mask + 1 uint32 slots
+ * on private_instance_id and addr (slot = endpoint index + 1, 0 = empty);
+ * registry/ reads it (cr_pool_find_by_id). A one-endpoint pool usually
+ * lives inside its endpoint's allocation. */
 typedef struct cr_pool {
     uint32_t len;
-    uint32_t id_index_mask;       /* id_index has mask+1 slots; 0 without an index */
-    uint32_t *id_index;           /* owned; open addressing on private_instance_id and addr:
-                                     slot holds endpoint index + 1, 0 = empty. NULL for
-                                     pools of up to CR_POOL_SCAN_MAX endpoints, which are
-                                     scanned (most routes have one or two) */
+    uint32_t id_index_mask;       /* 0 without an index */
     cr_endpoint_t *endpoints[];   /* each holds a reference */
 } cr_pool_t;
 

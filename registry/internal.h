@@ -64,17 +64,25 @@ int cr_registry__resolve(const cr_register_msg_t *msg, bool allow_dns, cr_regist
  * the droplet threshold, else the droplet threshold. */
 int64_t cr_registry__ttl_s(const cr_register_msg_t *msg, int64_t droplet_stale_threshold_ns);
 
-/* Creates an endpoint for one route from msg, with refcount 1 (the caller's).
- * context_path and route_key are the route's ("" / normalised key); both are
- * copied. refreshed_at_ns = now_ns. */
-cr_endpoint_t *cr_registry__endpoint_create(const cr_register_msg_t *msg, const char *context_path,
-                                            const char *route_key, int64_t ttl_s,
-                                            const cr_registry__sockaddr_t *sa, int64_t now_ns);
+/* References to a route's memory (route_table.c): a route is freed once it
+ * is unlinked (after a grace period) and every endpoint created for it is
+ * freed, so endpoints point at its key and context path instead of copying
+ * them. Any thread. */
+void cr_registry__route_retain(const cr_route_t *route);
+void cr_registry__route_release(const cr_route_t *route);
+
+/* Creates an endpoint for route from msg, with refcount 1 (the caller's).
+ * The endpoint holds a reference to route (its context_path is the
+ * route's). refreshed_at_ns = now_ns. */
+cr_endpoint_t *cr_registry__endpoint_create(const cr_register_msg_t *msg, const cr_route_t *route,
+                                            int64_t ttl_s, const cr_registry__sockaddr_t *sa,
+                                            int64_t now_ns);
 
 /* True when registering msg again would change nothing but the timestamp. */
 bool cr_registry__endpoint_matches(const cr_endpoint_t *ep, const cr_register_msg_t *msg, int64_t ttl_s);
 
-/* The normalised key of the route the endpoint was created for. */
+/* The normalised key of the route the endpoint was created for (valid while
+ * the caller holds the endpoint). */
 const char *cr_registry__endpoint_route_key(const cr_endpoint_t *ep);
 
 /* Calls fn(p) after an RCU grace period, through a small record allocated
@@ -82,6 +90,14 @@ const char *cr_registry__endpoint_route_key(const cr_endpoint_t *ep);
  * no rcu_head of their own (host entries, routes, one-endpoint pools). The
  * calling thread must be a registered RCU thread. */
 void cr_registry__defer_free(void *p, void (*fn)(void *));
+
+/* Interning (intern.c): out[i] = a shared copy of in[i] with one more
+ * reference (NULL stays NULL). Release drops one reference to each s[i]
+ * (NULL ignored), freeing a copy when its last user goes. Any thread. */
+void cr_registry__intern(const char *const *in, const char **out, size_t n);
+void cr_registry__intern_release(const char *const *s, size_t n);
+/* Distinct strings held (tests). */
+size_t cr_registry__intern_count(void);
 
 /* The shared empty pool (never freed). */
 cr_pool_t *cr_registry__pool_empty(void);

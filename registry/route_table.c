@@ -2,12 +2,13 @@
  *
  * Readers never wait behind writers. The table is a liburcu lock-free hash
  * table (memb flavour) keyed by normalised host (lower-case, no port, "*."
- * prefix for wildcards). Each host entry points to an immutable array of its
- * routes sorted deepest path first; each route points to an immutable pool.
- * A writer never changes a published array or pool: it builds a new one,
- * publishes it with a release store and hands the old one to call_rcu, which
- * frees it (and drops the pool's endpoint references) once every reader that
- * could see it has left its read section. Lookup is then: hash the request
+ * prefix for wildcards). Each host entry is immutable and holds its routes
+ * inline, sorted deepest path first; each route points to an immutable pool.
+ * A writer never changes a published entry or pool: it builds a new one,
+ * publishes it (cds_lfht_replace; a release store for pools) and hands the
+ * old one to call_rcu, which frees it (and drops the pool's endpoint
+ * references) once every reader that could see it has left its read
+ * section. Lookup is then: hash the request
  * host, scan that host's few routes for the longest whole-segment prefix
  * whose pool is non-empty (else the deepest empty one, for 503 mode), and
  * only when nothing matched try "*.b.example.com", "*.example.com", ...
@@ -23,7 +24,9 @@
  *
  * Threads: workers and the status server read; NATS and pruner threads
  * write; liburcu's call_rcu thread frees. Owns: the hash table, host entries,
- * route arrays, routes and (through pools) one reference per endpoint slot.
+ * one reference per route (endpoints hold the others: a route's memory
+ * outlives its unlinking while an endpoint created for it lives) and,
+ * through pools, one reference per endpoint slot.
  *
  * Registry scale (issue 8; test/bench/registry_scale.c without NATS,
  * bench/scale with it; noisy 2-core machine). A new route costs one hash
@@ -64,6 +67,8 @@
 #define COMPONENT "registry"
 #define PRUNE_CHUNK_ROUTES 2048
 #define INITIAL_BUCKETS 1024
+/* Pools up to this size are rebuilt from an array on the stack. */
+#define EPS_ON_STACK 16
 /* route-registered / route-unregistered lines at info level: at most one per
  * interval, the rest counted in the next line's suppressed=; debug level
  * logs every one. A 300,000-route burst would otherwise spend a write(2) per
@@ -78,6 +83,8 @@ typedef struct route_node {
     cr_route_t pub;
     uint32_t host_len;    /* pub.key[0..host_len) is the normalised host */
     uint32_t path_len;    /* normalised path without leading '/': route_path() */
+    _Atomic uint32_t refs; /* atomic: 1 while linked (dropped a grace period after
+                              unlinking) + 1 per endpoint created for the route */
 } route_node_t;
 
 static inline const char *route_path(const route_node_t *r)
@@ -337,10 +344,25 @@ static host_entry_t *host_alloc(uint32_t len, uint32_t host_len)
     return he;
 }
 
+void cr_registry__route_retain(const cr_route_t *route)
+{
+    route_node_t *r = caa_container_of(route, route_node_t, pub);
+    atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
+}
+
+void cr_registry__route_release(const cr_route_t *route)
+{
+    route_node_t *r = caa_container_of(route, route_node_t, pub);
+    if (atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1)
+        free(r);
+}
+
+/* Drops the table's hold on an unlinked route: its pool's endpoint
+ * references, then its own. */
 static void route_free_now(route_node_t *r)
 {
     cr_registry__pool_free(r->pub._pool);
-    free(r);
+    cr_registry__route_release(&r->pub);
 }
 
 static void route_free_deferred_cb(void *p)
@@ -452,6 +474,7 @@ static route_node_t *route_create(cr_registry_t *reg, const uri_parts_t *u)
     r->pub.emptied_at_ns = 0;
     r->host_len = (uint32_t)u->host_len;
     r->path_len = (uint32_t)u->path_len;
+    atomic_init(&r->refs, 1);
     return r;
 }
 
@@ -519,14 +542,16 @@ static void route_remove(cr_registry_t *reg, route_node_t *r)
 static bool pool_remove_at(route_node_t *r, uint32_t idx)
 {
     cr_pool_t *p = r->pub._pool;
-    cr_endpoint_t **keep = cr_xmalloc((p->len ? p->len : 1) * sizeof *keep);
+    cr_endpoint_t *small[EPS_ON_STACK] = {0};
+    cr_endpoint_t **keep = p->len <= EPS_ON_STACK ? small : cr_xmalloc(p->len * sizeof *keep);
     uint32_t n = 0;
     for (uint32_t i = 0; i < p->len; i++) {
         if (i != idx)
             keep[n++] = p->endpoints[i];
     }
     publish_pool(r, cr_registry__pool_create(keep, n));
-    free(keep);
+    if (keep != small)
+        free(keep);
     return n == 0;
 }
 
@@ -716,19 +741,23 @@ static void writer_unlock(cr_registry_t *reg)
 
 /* liburcu 0.13's automatic resize does not keep up with a table that grows
  * by hundreds of thousands of hosts (chains of hundreds were measured), so a
- * writer grows it explicitly, to the next power of two at or above the host
- * count, whenever there are more hosts than buckets: chains stay under two
- * on average and a bucket costs 16 bytes, so more would buy no speed. cds_lfht_resize waits for grace periods: it runs
- * with neither the mutex nor a read section held (a prune in progress only
- * delays it), and only log2(hosts) times in the table's life. */
+ * writer grows it explicitly, to the next power of two at or above half the
+ * host count, whenever there are more than two hosts per bucket: chains stay
+ * at two or under on average. A bucket costs 16 bytes; at one host per
+ * bucket they were 28 of the bytes a 300,000-route table holds per route,
+ * for a lookup that walks a split-ordered chain by reverse hash, which stops
+ * early, so the second host in a chain costs about one cache line.
+ * cds_lfht_resize waits for grace periods: it runs with neither the mutex
+ * nor a read section held (a prune in progress only delays it), and only
+ * log2(hosts) times in the table's life. */
 static void maybe_grow(cr_registry_t *reg)
 {
     uint64_t hosts = atomic_load_explicit(&reg->n_hosts, memory_order_relaxed);
     uint64_t buckets = atomic_load_explicit(&reg->n_buckets, memory_order_relaxed);
-    if (CR_LIKELY(hosts <= buckets) || urcu_memb_read_ongoing())
+    if (CR_LIKELY(hosts <= 2 * buckets) || urcu_memb_read_ongoing())
         return;
     uint64_t want = buckets;
-    while (want < hosts)
+    while (2 * want < hosts)
         want <<= 1;
     if (!atomic_compare_exchange_strong(&reg->n_buckets, &buckets, want))
         return; /* another writer is growing it */
@@ -814,15 +843,16 @@ int cr_registry_register(cr_registry_t *reg, const cr_register_msg_t *msg, int64
                 p = r->pub._pool;
             }
             have_sa = true;
-            cr_endpoint_t *ep = cr_registry__endpoint_create(msg, r->pub.context_path, r->pub.key,
-                                                             ttl_s, &sa, now_ns);
+            cr_endpoint_t *ep = cr_registry__endpoint_create(msg, &r->pub, ttl_s, &sa, now_ns);
             uint32_t n = p->len + (idx < 0);
-            cr_endpoint_t **eps = cr_xmalloc(n * sizeof *eps);
+            cr_endpoint_t *small[EPS_ON_STACK];
+            cr_endpoint_t **eps = n <= EPS_ON_STACK ? small : cr_xmalloc(n * sizeof *eps);
             for (uint32_t j = 0; j < p->len; j++)
                 eps[j] = p->endpoints[j];
             eps[idx >= 0 ? (uint32_t)idx : n - 1] = ep;
             publish_pool(r, cr_registry__pool_create(eps, n));
-            free(eps);
+            if (eps != small)
+                free(eps);
             cr_endpoint_release(ep); /* the pool holds it now */
             r->pub.emptied_at_ns = 0;
             if (idx < 0)
