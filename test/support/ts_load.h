@@ -15,7 +15,9 @@
  *
  * ts_load_latency measures sequential requests on one keep-alive connection
  * from the calling thread: the "normal traffic" whose percentiles a load
- * test compares with and without the background load.
+ * test compares with and without the background load. ts_load_latency_pair
+ * alternates requests between two servers, so a loaded one and an unloaded
+ * twin are measured in the same moments.
  */
 #ifndef CR_TS_LOAD_H
 #define CR_TS_LOAD_H
@@ -33,6 +35,10 @@ typedef struct ts_load_opts {
     int keepalive_interval_ms;     /* mean gap between a connection's requests, jittered
                                       +-50% so they do not come in bursts; 0 = one request */
     bool closed_loop;              /* back-to-back requests on every keep-alive connection */
+    bool spread_first_gap;         /* the gap after a connection's first response is uniform in
+                                      [0, keepalive_interval_ms), so connections opened together
+                                      reach the steady rate (conns / interval) at once instead of
+                                      after interval/2 */
     int slowloris_conns;
     int slowloris_interval_ms;     /* default 300 */
     int max_inflight;              /* connects + requests in flight at once; default 256 */
@@ -49,8 +55,10 @@ typedef struct ts_load_stats {
     uint64_t slowloris_closed;     /* closed by the server (then reopened) */
 } ts_load_stats_t;
 
-/* Raises this process's RLIMIT_NOFILE soft limit to want (capped by the hard
- * limit). Returns the new soft limit. */
+/* Raises this process's RLIMIT_NOFILE soft limit to want, first raising the
+ * hard limit to want when that is below and the process may (root or
+ * CAP_SYS_RESOURCE; otherwise the soft limit is capped by the hard one).
+ * Returns the new soft limit. */
 long ts_load_raise_nofile(long want);
 
 /* Starts the client thread. NULL on failure (out of fds, epoll). */
@@ -75,5 +83,12 @@ typedef struct ts_latency {
  * reconnecting if the server closes it: at least n of them and for at least
  * min_ms milliseconds. 0, or -1 when nothing worked. */
 int ts_load_latency(uint16_t port, const char *host, const char *path, int n, int min_ms, ts_latency_t *out);
+
+/* The same on two servers at once, alternating one request to port_a, one
+ * to port_b: at least n on each and for at least min_ms. Both see the same
+ * moments of the machine, so one can serve as the other's control. 0, or -1
+ * when nothing worked on either. */
+int ts_load_latency_pair(uint16_t port_a, uint16_t port_b, const char *host, const char *path, int n, int min_ms,
+                         ts_latency_t *out_a, ts_latency_t *out_b);
 
 #endif
