@@ -42,6 +42,11 @@
 #define CR_MAX_TRIED           8            /* endpoints remembered for retry exclusion */
 #define CR_EVENTS_PER_WAIT     256
 #define CR_REASON_CAP          160
+/* Large plain-TCP bodies move through a pipe with splice(2) (splice.c). */
+#define CR_SPLICE_MIN          (64 * 1024)  /* Content-Length bodies with this much left */
+#define CR_PIPE_SIZE           (256 * 1024) /* asked of F_SETPIPE_SZ: the bytes one pipe holds */
+#define CR_PIPE_POOL_KEEP      64           /* empty pipes kept per worker */
+#define CR_PIPES_PER_WORKER    1024         /* pipes open per worker; beyond, bodies are copied */
 
 /* --- Timers: a hashed wheel with embedded entries -------------------------- */
 
@@ -74,6 +79,16 @@ typedef struct cr_buf {
     uint32_t start;
     uint32_t end;
 } cr_buf_t;
+
+/* A pipe that carries body bytes between two sockets (splice.c): taken
+ * from the worker's pool when a large body starts, returned when the
+ * exchange ends (closed instead if bytes are left in it). */
+typedef struct cr_pipe {
+    int fds[2];                   /* owned: read end, write end (valid when open) */
+    uint32_t bytes;               /* in the pipe, not yet written out */
+    uint32_t cap;                 /* pipe size */
+    bool open;
+} cr_pipe_t;
 
 /* --- Epoll registrations --------------------------------------------------- */
 
@@ -152,7 +167,7 @@ void cr_upstream__release_idle(cr_upconn_t *u);
 void cr_upstream__close(cr_upconn_t *u);
 void cr_upstream__on_event(cr_upconn_t *u, uint32_t events);
 void cr_upstream__on_timer(cr_upconn_t *u);
-/* Closes every idle connection of the worker. */
+/* Closes every idle connection of the worker, and its pooled splice pipes. */
 void cr_upstream__close_all_idle(cr_worker_t *w);
 /* Closes idle connections to the address of u (after one turned out stale). */
 void cr_upstream__close_idle_like(cr_worker_t *w, const cr_sockaddr_t *addr, socklen_t len);
@@ -258,6 +273,9 @@ typedef struct cr_exchange {
     bool dechunk;                 /* forward chunk data only, end by closing */
     uint8_t quickacks_up;         /* TCP_QUICKACK set on partial backend input */
     uint8_t quickacks_client;     /* ... and on partial client input */
+    bool b_splice;                /* the rest of the request body goes through conn->pipe */
+    bool r_splice;                /* the rest of the response body goes through conn->pipe */
+    bool r_src_done;              /* r_splice: the backend sent the whole body (into the pipe) */
     uint64_t dc_left;
     uint64_t r_left;
     cr_chunked_t r_chunk;
@@ -290,6 +308,7 @@ struct cr_conn {
     cr_buf_t uin;                 /* backend input */
     cr_buf_t rq_out;              /* rewritten request head [0, end); rq_sent written */
     cr_buf_t rs_out;              /* bytes for the client before body bytes [start, end) */
+    cr_pipe_t pipe;               /* spliced body bytes of the current exchange (one direction) */
     int64_t last_active_ns;       /* last byte from the client (lazy idle timers) */
     int64_t head_started_ns;      /* first byte of the pending head (read-header timeout) */
     bool close_after;             /* drain: close after the current response */
@@ -394,6 +413,9 @@ struct cr_worker {
     char **free_bufs;             /* CR_BUF_SIZE buffers */
     uint32_t free_bufs_len;
     uint32_t free_bufs_cap;
+    cr_pipe_t free_pipes[CR_PIPE_POOL_KEEP]; /* empty pipes */
+    uint32_t free_pipes_len;
+    uint32_t pipes_open;          /* pooled and in use */
     cr_upconn_t *idle_buckets[CR_IDLE_BUCKETS];
     cr_upconn_t *idle_head, *idle_tail;
     uint32_t idle_count;
@@ -426,6 +448,20 @@ void cr_buf_acquire(cr_worker_t *w, cr_buf_t *b);
 void cr_buf_release(cr_worker_t *w, cr_buf_t *b);
 /* Grows to at least cap bytes, keeping [0, end). */
 void cr_buf_grow(cr_worker_t *w, cr_buf_t *b, uint32_t cap);
+
+/* Pipes and splicing (splice.c). */
+/* Starts splicing the rest of a request (response) body when it is large,
+ * both sockets are plain TCP and every buffered byte was forwarded; true
+ * when the exchange now splices (ex.b_splice, ex.r_splice). */
+bool cr_splice__start_request(cr_conn_t *c);
+bool cr_splice__start_response(cr_conn_t *c);
+/* Pumps for a splicing exchange; return 1/0/-1 as the copying pumps. */
+int cr_splice__pump_request(cr_conn_t *c);
+int cr_splice__pump_response(cr_conn_t *c);
+/* Returns the connection's pipe to the pool (closed when not empty). */
+void cr_pipe_release(cr_worker_t *w, cr_pipe_t *p);
+/* Closes the worker's pooled pipes. */
+void cr_pipe_close_pool(cr_worker_t *w);
 
 /* Timers. */
 void cr_timer_arm(cr_worker_t *w, cr_timer_t *t, int64_t deadline_ns);

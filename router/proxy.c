@@ -34,7 +34,8 @@
  * stops reading from the source (backpressure), nothing buffers a body.
  * Framing is forwarded as received; Content-Length counting and
  * cr_chunked_scan() find where each body ends. The response direction
- * (heads, body framing, tunnels) lives in relay.c.
+ * (heads, body framing, tunnels) lives in relay.c; large plain-TCP bodies
+ * are spliced through a pipe instead of copied (splice.c).
  *
  * Threads: the owning worker only. Owns: the client socket, the buffers,
  * the references to endpoints it picked, its bound backend connection.
@@ -303,6 +304,7 @@ void cr_proxy__close(cr_conn_t *c)
     cr_buf_release(w, &c->uin);
     cr_buf_release(w, &c->rq_out);
     cr_buf_release(w, &c->rs_out);
+    cr_pipe_release(w, &c->pipe);
     cr_counter_add(&w->counters.client_connections_open, (uint64_t)-1);
     cr_worker__reap_conn(w, c);
 }
@@ -350,6 +352,7 @@ static void finish_exchange(cr_conn_t *c)
     cr_buf_release(w, &c->uin);
     cr_buf_release(w, &c->rq_out);
     cr_buf_release(w, &c->rs_out);
+    cr_pipe_release(w, &c->pipe);
     bool keep = ex->client_keep_alive && !c->close_after && !c->io.eof &&
                 !atomic_load_explicit(&w->rt->draining, memory_order_relaxed);
     if (!keep) {
@@ -920,6 +923,12 @@ static int pump_request(cr_conn_t *c)
     for (;;) {
         cr_upconn_t *u = c->up;
         bool moved = false;
+        if (ex->b_splice ||
+            (!ex->b_done && ex->b_left >= CR_SPLICE_MIN && cr_splice__start_request(c))) {
+            /* The rest of a large body goes through a pipe (splice.c). */
+            int r = cr_splice__pump_request(c);
+            return r < 0 ? -1 : (progress | r);
+        }
         /* Read more body when there is room. */
         if (!ex->b_done && c->io.readable && c->cin.end < c->cin.cap) {
             ssize_t n = cr_io__read(&c->io, &c->cin);

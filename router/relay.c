@@ -8,7 +8,9 @@
  * read only while the buffer has room, and the buffer empties only as fast
  * as the client takes it. After a 101 the two sockets are tunnelled byte for
  * byte. Failures before a response head go back to proxy.c
- * (cr_proxy__attempt_failed), which retries or answers 502.
+ * (cr_proxy__attempt_failed), which retries or answers 502. Once the head
+ * and the buffered body bytes are out, a large Content-Length or
+ * close-delimited body between plain sockets is spliced (splice.c).
  *
  * Threads: the owning worker only. Owns nothing beyond what the connection
  * owns (its uin and rs_out buffers).
@@ -392,6 +394,8 @@ int cr_relay__pump_response(cr_conn_t *c)
 {
     cr_worker_t *w = c->w;
     cr_exchange_t *ex = &c->ex;
+    if (ex->r_splice)
+        return cr_splice__pump_response(c);
     int progress = 0;
     for (;;) {
         cr_upconn_t *u = c->up;
@@ -456,6 +460,11 @@ int cr_relay__pump_response(cr_conn_t *c)
             }
             if (ex->resp_head_done)
                 uin_compact(c);
+        }
+        if (ex->resp_head_done && !ex->resp_done && ex->r_kind != CR_HTTP_BODY_CHUNKED &&
+            cr_splice__start_response(c)) {
+            /* Head and buffered body are out: the rest goes through a pipe. */
+            return cr_splice__pump_response(c) < 0 ? -1 : 1;
         }
         if (!moved) {
             if (!ex->resp_done && ex->got_resp_bytes && u && !u->io.readable)

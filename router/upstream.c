@@ -168,6 +168,8 @@ void cr_upstream__close_all_idle(cr_worker_t *w)
 {
     while (w->idle_head)
         cr_upstream__close(w->idle_head);
+    /* The worker's empty splice pipes are idle resources too (worker exit). */
+    cr_pipe_close_pool(w);
 }
 
 void cr_upstream__close_idle_like(cr_worker_t *w, const cr_sockaddr_t *addr, socklen_t len)
