@@ -14,14 +14,19 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "testsupport.h"
 
@@ -421,6 +426,185 @@ static void test_client_gone_mid_upload_and_mid_download_releases_backend(void *
     ts_resp_free(&r);
 }
 
+/* ------------------------------------------------- backends that die mid-body */
+
+/* A backend that answers every request on its own terms, then drops the
+ * connection (a reset on odd connections, a FIN on even ones):
+ *   download: reads the head, sends a head announcing 8 MiB and 2 MiB of
+ *             pattern bytes;
+ *   upload:   reads the head and 1 MiB of the body, and sends nothing. */
+typedef struct {
+    int lfd;
+    uint16_t port;
+    bool upload;
+    atomic_bool stop;
+    atomic_int served;
+    pthread_t t;
+} dying_t;
+
+static bool read_head_and(int fd, size_t body_bytes)
+{
+    char buf[65536];
+    size_t have = 0, body = 0;
+    bool head = false;
+    while (!head || body < body_bytes) {
+        ssize_t n = recv(fd, buf + (head ? 0 : have), head ? sizeof buf : sizeof buf - have, 0);
+        if (n <= 0)
+            return false;
+        if (head) {
+            body += (size_t)n;
+            continue;
+        }
+        have += (size_t)n;
+        char *e = memmem(buf, have, "\r\n\r\n", 4);
+        if (e) {
+            head = true;
+            body = have - (size_t)(e + 4 - buf);
+        } else if (have == sizeof buf) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void *dying_main(void *arg)
+{
+    dying_t *d = arg;
+    static unsigned char part[2u << 20];
+    ts_pattern_fill(part, 0, sizeof part);
+    for (int k = 0; !atomic_load(&d->stop); k++) {
+        struct pollfd p = {.fd = d->lfd, .events = POLLIN};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        int fd = accept(d->lfd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        if (d->upload) {
+            read_head_and(fd, 1u << 20);
+        } else if (read_head_and(fd, 0)) {
+            static const char h[] = "HTTP/1.1 200 OK\r\nContent-Length: 8388608\r\n\r\n";
+            if (send(fd, h, sizeof h - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof h - 1)) {
+                size_t off = 0;
+                while (off < sizeof part) {
+                    ssize_t n = send(fd, part + off, sizeof part - off, MSG_NOSIGNAL);
+                    if (n <= 0)
+                        break;
+                    off += (size_t)n;
+                }
+            }
+        }
+        if (k % 2) {
+            struct linger lg = {1, 0};
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        }
+        close(fd);
+        atomic_fetch_add(&d->served, 1);
+    }
+    return NULL;
+}
+
+static void dying_start(dying_t *d, bool upload)
+{
+    memset(d, 0, sizeof *d);
+    d->upload = upload;
+    d->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(d->lfd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(d->lfd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t al = sizeof a;
+    assert_int_equal(getsockname(d->lfd, (struct sockaddr *)&a, &al), 0);
+    assert_int_equal(listen(d->lfd, 64), 0);
+    d->port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&d->t, NULL, dying_main, d), 0);
+}
+
+static void dying_stop(dying_t *d)
+{
+    atomic_store(&d->stop, true);
+    pthread_join(d->t, NULL);
+    close(d->lfd);
+}
+
+/* Large Content-Length bodies are spliced through a pipe (router/splice.c).
+ * A backend that dies in the middle of one, either way: the client sees the
+ * download cut short (every byte it got correct) or the upload answered 502
+ * or closed; crouter releases the connections and the pipe (a pipe with
+ * bytes left is closed, not pooled) and keeps serving. */
+static void test_backend_dies_mid_spliced_download_and_upload(void **state)
+{
+    fx_t *f = *state;
+    /* One worker: the fd count compares one pipe pool and one idle pool. */
+    start_crouter(f, "workers: 1\n");
+    ts_backend_t *ok = backend(f, "ok", NULL);
+    dying_t dl, ul;
+    dying_start(&dl, false);
+    dying_start(&ul, true);
+    ts_route_t rd = {.port = dl.port, .uris = {"dl.dying.example.com"}};
+    ts_route_t ru = {.port = ul.port, .uris = {"ul.dying.example.com"}};
+    assert_int_equal(ts_nats_register(f->nc, &rd), 0);
+    assert_int_equal(ts_nats_register(f->nc, &ru), 0);
+    route(f, "ok.dying.example.com", ok, "ok-0");
+    assert_true(ts_crouter_wait_route(&f->cr, "dl.dying.example.com", 1, 10000));
+    assert_true(ts_crouter_wait_route(&f->cr, "ul.dying.example.com", 1, 10000));
+    assert_true(ts_crouter_wait_route(&f->cr, "ok.dying.example.com", 1, 10000));
+    /* A spliced download first, so the pool has its pipe before counting. */
+    ts_resp_t r;
+    ts_req_t big = {.host = "ok.dying.example.com", .path = "/download?bytes=1048576", .sink_checksum = true};
+    assert_int_equal(ts_http(NULL, f->cr.port, &big, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_true(r.body_fnv == ts_pattern_fnv(1048576));
+    ts_resp_free(&r);
+    json_int_t open0 = varz_int(&f->cr, "client_connections_open");
+    int fds0 = count_fds(f->cr.pid);
+
+    enum { ROUNDS = 6 };
+    size_t got_min = SIZE_MAX, got_max = 0;
+    int answered502 = 0, closed = 0;
+    for (int i = 0; i < ROUNDS; i++) {
+        ts_req_t req = {.host = "dl.dying.example.com", .path = "/big", .sink_checksum = true,
+                        .timeout_ms = 20000};
+        ts_http(NULL, f->cr.port, &req, &r);
+        if (r.status != 200 || r.curl_code == CURLE_OK || r.body_len >= 8388608 ||
+            r.body_fnv != ts_pattern_fnv(r.body_len))
+            fail_msg("download round %d: status %ld curl %d, %zu bytes (fnv %s)", i, r.status, r.curl_code,
+                     r.body_len, r.body_fnv == ts_pattern_fnv(r.body_len) ? "ok" : "WRONG");
+        got_min = r.body_len < got_min ? r.body_len : got_min;
+        got_max = r.body_len > got_max ? r.body_len : got_max;
+        ts_resp_free(&r);
+
+        ts_req_t up = {.host = "ul.dying.example.com", .path = "/up", .upload_pattern_len = 8u << 20,
+                       .timeout_ms = 20000};
+        ts_http(NULL, f->cr.port, &up, &r);
+        if (r.status == 502)
+            answered502++;
+        else if (r.status == 0 && r.curl_code != CURLE_OK)
+            closed++;
+        else
+            fail_msg("upload round %d: status %ld curl %d", i, r.status, r.curl_code);
+        ts_resp_free(&r);
+
+        assert_int_equal(ts_http(NULL, f->cr.port, &big, &r), 0);
+        assert_int_equal(r.status, 200);
+        assert_true(r.body_fnv == ts_pattern_fnv(1048576));
+        ts_resp_free(&r);
+    }
+    json_int_t open1 = -1;
+    int64_t deadline = ts_now_ms() + 5000;
+    while (ts_now_ms() < deadline && (open1 = varz_int(&f->cr, "client_connections_open")) != open0)
+        ts_sleep_ms(20);
+    int fds1 = count_fds(f->cr.pid);
+    printf("faults: backend dying mid-splice x%d: downloads cut at %zu-%zu of 8388608 bytes (all correct), "
+           "uploads 502 %d / closed %d; client_connections_open %lld -> %lld; crouter fds %d -> %d\n",
+           ROUNDS, got_min, got_max, answered502, closed, (long long)open0, (long long)open1, fds0, fds1);
+    dying_stop(&dl);
+    dying_stop(&ul);
+    assert_int_equal(atomic_load(&dl.served), ROUNDS);
+    assert_int_equal(atomic_load(&ul.served), ROUNDS);
+    assert_int_equal(open1, open0);
+    assert_true(fds1 <= fds0 + 2);
+    assert_true(ts_crouter_alive(&f->cr));
+}
+
 /* Publishes register/unregister messages at a fixed rate over many routes. */
 typedef struct {
     natsConnection *nc;
@@ -570,6 +754,7 @@ int main(void)
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_client_gone_mid_upload_and_mid_download_releases_backend, fx_setup,
                                         fx_teardown),
+        cmocka_unit_test_setup_teardown(test_backend_dies_mid_spliced_download_and_upload, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_registration_churn_does_not_fail_stable_routes, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_routes_registered_across_prune_cycles_are_all_found, fx_setup,
                                         fx_teardown),
