@@ -30,8 +30,8 @@
 #include "config/persistence.h"
 
 typedef struct cr_tag {
-    char *key;   /* owned */
-    char *value; /* owned */
+    char *key;   /* interned (registry/intern.c): shared, released with the endpoint */
+    char *value; /* interned */
 } cr_tag_t;
 
 /* Fields are ordered largest first so the struct has no holes (208 bytes
@@ -39,10 +39,11 @@ typedef struct cr_tag {
 typedef struct cr_endpoint {
     /* Identity: "host:port", with tls_port in place of port when set. */
     char *addr;                   /* owned; the key within a pool */
-    char *host;                   /* owned */
+    char *host;                   /* interned (registry/intern.c): shared, released with the endpoint */
 
-    /* Message fields; NULL when absent or empty. All owned (protocol may
-     * point to a static "http1"/"http2"). */
+    /* Message fields; NULL when absent or empty. private_instance_id is the
+     * endpoint's own; protocol is its own or a static "http1"/"http2"; the
+     * rest are interned. All stay valid while the endpoint is referenced. */
     char *private_instance_id;
     char *private_instance_index;
     char *app;
@@ -51,7 +52,7 @@ typedef struct cr_endpoint {
     char *isolation_segment;
     char *protocol;               /* "http1" when absent */
     char *availability_zone;
-    cr_tag_t *tags;               /* owned array of tags_len */
+    cr_tag_t *tags;               /* array of tags_len, in the endpoint's allocation */
 
     char *context_path;           /* the route's context path as first registered ("" = bare host; cookie
                                      Path), in the route, which the endpoint keeps alive */

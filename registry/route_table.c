@@ -31,20 +31,22 @@
  * Registry scale (issue 8; test/bench/registry_scale.c without NATS,
  * bench/scale with it; noisy 2-core machine). A new route costs one hash
  * lookup (route_get reuses the miss), no syscall (route-registered lines are
- * rate-limited, ROUTE_LOG_INTERVAL_NS; the pool and array it replaces are
- * the shared empty ones, so call_rcu has nothing to wake up for; the table
- * is resized log2(hosts) times in all) and five allocations: endpoint with
- * its strings (~320 B), pool (48, no id index up to CR_POOL_SCAN_MAX),
- * route with its key (112), route array (48), host entry (64), plus ~16-32 B
- * of buckets; 629 heap bytes per single-endpoint route, 68 of them the
- * strings a message carries (was 698). register alone ~1.2 us, decode
- * (jansson) ~4-5 us: jansson's lexer is now the largest cost of a message.
- * Over NATS, 300,000 new routes (crouter, nats-server and nats_flood
- * sharing 2 cores, back to back with the previous code): 148-157k msgs/s
- * absorbed (was 80-83k), 6.5 us of crouter CPU per message (was 13.9: the
- * rest went to nats.c's per-message garbage-collector hand-off, see
- * nats_client.c, and a log write per route), 637 RSS bytes per endpoint
- * (was 947; malloc_trim after a burst). Lookups during a prune of 100,000
+ * rate-limited, ROUTE_LOG_INTERVAL_NS; the pool and entry it replaces are
+ * the shared empty pool and nothing, so call_rcu has nothing to wake up for;
+ * the table is resized log2(hosts) times in all) and three allocations:
+ * endpoint with its one-endpoint pool and unique strings (288 B chunk for
+ * bench/nats_flood's messages), route with its key (96), host entry with
+ * its routes (48), plus ~14 B of buckets; host, app, index, zone and tags
+ * are interned (registry/intern.c), shared by every endpoint that repeats
+ * them. 446 heap bytes per single-endpoint route (mallinfo2, what is held;
+ * was 636 with five allocations and a temporary array per message).
+ * Register alone ~2 us on this loaded machine, back to back with the old
+ * code's 3.2+ us; decode (jansson) ~4-5 us is the largest cost of a message.
+ * Over NATS, 300,000 new routes: 447 RSS bytes per endpoint (was 636,
+ * measured back to back); absorption rate is set by decode and by
+ * nats-server and nats_flood sharing the 2 cores (148-157k msgs/s on a
+ * quiet machine before this layout; see nats_client.c for the batching of
+ * nats.c's per-message hand-off). Lookups during a prune of 100,000
  * endpoints keep their p99 (~1 us in registry_scale, 2 reader threads)
  * because readers take no lock; the prune holds the mutex 2,048 routes at a
  * time, so NATS waits at most one chunk.

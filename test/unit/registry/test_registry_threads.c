@@ -92,6 +92,9 @@ static void *reader(void *arg)
             atomic_fetch_add_explicit(&picked->in_flight, 1, memory_order_relaxed);
             assert_true(picked->app == NULL || strlen(picked->app) > 0);
             assert_true(picked->tags_len == 1 && strcmp(picked->tags[0].key, "component") == 0);
+            /* The route's string, kept alive by the endpoint after the route goes. */
+            assert_true(picked->context_path[0] == '\0' || picked->context_path[0] == '/');
+            assert_true(picked->host && strncmp(picked->host, "10.2.", 5) == 0);
             atomic_fetch_sub_explicit(&picked->in_flight, 1, memory_order_relaxed);
             cr_endpoint_release(picked);
             hits++;
