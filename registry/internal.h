@@ -39,6 +39,11 @@ void __tsan_release(void *addr);
  * acquire it before freeing: the grace period orders the two. */
 extern char cr_registry__gp_sync;
 
+/* cr_register_msg_decode without its fast path: jansson only (message.c).
+ * Tests compare the two. */
+int cr_register_msg__decode_jansson(const char *data, size_t len, cr_register_msg_t *out,
+                                    char *err, size_t err_cap);
+
 /* Longest "host:port" / "[v6]:port" the registry builds. Longer hosts are
  * accepted but their address is truncated (and then never dialable). */
 #define CR_REGISTRY_ADDR_MAX 300

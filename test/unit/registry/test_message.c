@@ -1,6 +1,8 @@
 /* test/unit/registry/test_message.c - router.register JSON decoding (registry/message.c).
  *
  * Inputs are copied to the end of a guarded page so an over-read faults.
+ * The fast path (plain flat messages) is checked against the jansson-only
+ * decoder on edge cases and on a few hundred thousand mutated messages.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #include "common/defs.h"
+#include "registry/internal.h"
 #include "registry/message.h"
 
 /* Copies s to the end of a readable page followed by a PROT_NONE page. */
@@ -306,6 +309,160 @@ static void test_route_emitter_message_with_tls_port_and_tags_decodes(void **sta
     cr_register_msg_deinit(&m);
 }
 
+/* --- fast path against jansson ---------------------------------------- */
+
+static bool same_str(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* Decodes data both ways (guarded) and fails on any difference. Returns rc. */
+static int check_same(const char *data, size_t len)
+{
+    void *m1, *m2;
+    size_t l1, l2;
+    const char *p1 = guarded(data, len, &m1, &l1);
+    const char *p2 = guarded(data, len, &m2, &l2);
+    cr_register_msg_t a, b;
+    char ea[128] = "", eb[128] = "";
+    int ra = cr_register_msg_decode(p1, len, &a, ea, sizeof ea);
+    int rb = cr_register_msg__decode_jansson(p2, len, &b, eb, sizeof eb);
+    munmap(m1, l1);
+    munmap(m2, l2);
+    if (ra != rb)
+        fail_msg("rc %d vs jansson %d (%s) on %.*s", ra, rb, eb, (int)len, data);
+    if (ra != 0) {
+        assert_string_equal(ea, eb);
+        return ra;
+    }
+    bool ok = same_str(a.host, b.host) && a.port == b.port && a.tls_port == b.tls_port &&
+              a.uris_len == b.uris_len && same_str(a.app, b.app) &&
+              same_str(a.private_instance_id, b.private_instance_id) &&
+              same_str(a.private_instance_index, b.private_instance_index) &&
+              same_str(a.route_service_url, b.route_service_url) &&
+              same_str(a.server_cert_domain_san, b.server_cert_domain_san) &&
+              same_str(a.isolation_segment, b.isolation_segment) && same_str(a.protocol, b.protocol) &&
+              same_str(a.availability_zone, b.availability_zone) && a.tags_len == b.tags_len &&
+              a.has_tags == b.has_tags && a.stale_threshold_in_seconds == b.stale_threshold_in_seconds &&
+              a.endpoint_updated_at_ns == b.endpoint_updated_at_ns && a.lb_algo == b.lb_algo &&
+              (a.persistence == NULL) == (b.persistence == NULL) &&
+              strcmp(a.persistence_error, b.persistence_error) == 0;
+    for (size_t i = 0; ok && i < a.uris_len; i++)
+        ok = strcmp(a.uris[i], b.uris[i]) == 0;
+    for (size_t i = 0; ok && i < a.tags_len; i++)
+        ok = strcmp(a.tags[i].key, b.tags[i].key) == 0 && strcmp(a.tags[i].value, b.tags[i].value) == 0;
+    cr_register_msg_deinit(&a);
+    cr_register_msg_deinit(&b);
+    if (!ok)
+        fail_msg("fast path and jansson differ on %.*s", (int)len, data);
+    return 0;
+}
+
+static void test_fast_path_matches_jansson_on_edge_cases(void **state)
+{
+    (void)state;
+    const char *cases[] = {
+        "{\"host\":\"10.0.0.1\",\"port\":8080,\"uris\":[\"a.com\"],\"endpoint_updated_at_ns\":9223372036854775807}",
+        "{\"host\":\"10.0.0.1\",\"port\":8080,\"uris\":[\"a.com\"],\"endpoint_updated_at_ns\":9223372036854775808}",
+        "{\"host\":\"10.0.0.1\",\"port\":8080,\"uris\":[\"a.com\"],\"endpoint_updated_at_ns\":-9223372036854775808}",
+        "{\"host\":\"10.0.0.1\",\"port\":8080,\"uris\":[\"a.com\"],\"endpoint_updated_at_ns\":-9223372036854775809}",
+        "{\"host\":\"10.0.0.1\",\"port\":8080,\"uris\":[\"a.com\"],\"stale_threshold_in_seconds\":-0}",
+        "{\"host\":\"10.0.0.1\",\"port\":8080,\"uris\":[\"a.com\"],\"stale_threshold_in_seconds\":1.0}",
+        "{\"host\":\"10.0.0.1\",\"port\":8080,\"uris\":[\"a.com\"],\"stale_threshold_in_seconds\":1e3}",
+        "{\"host\":\"10.0.0.1\",\"port\":08080,\"uris\":[\"a.com\"]}",
+        "{\"host\":\"10.0.0.1\",\"port\":65536,\"uris\":[\"a.com\"]}",
+        "{\"host\":\"10.0.0.1\",\"port\":-1,\"uris\":[\"a.com\"]}",
+        "{\"host\":\"10.0.0.1\",\"port\":65535,\"tls_port\":0,\"uris\":[\"a.com\",\"\",\"b.com\"]}",
+        "{\"host\":\"10.0.0.1\",\"port\":80,\"Host\":\"10.0.0.2\",\"uris\":[\"a.com\"]}",
+        "{\"host\":\"10.0.0.1\",\"port\":80,\"uris\":[\"a.com\"],\"uris\":[\"b.com\"]}",
+        "{\"host\":\"10.0.0.1\",\"port\":80,\"uris\":[\"a.com\"],\"app\":null}",
+        "{\"host\":\"10.0.0.1\",\"port\":80,\"uris\":[\"a.com\"],\"app\":\"\"}",
+        "{\"host\":\"10.0.0.1\",\"port\":80,\"uris\":[\"a.com\"],\"app\":\"a\\\"b\"}",
+        "{\"host\":\"10.0.0.1\",\"port\":80,\"uris\":[\"a.com\"],\"app\":\"\xc3\xa9\"}",
+        "{\"host\":\"10.0.0.1\",\"port\":80,\"uris\":[\"a.com\"],\"tags\":{}}",
+        "{\"host\":\"10.0.0.1\",\"port\":80,\"uris\":[\"a.com\"],\"tags\":null}",
+        "{\"host\":\"10.0.0.1\",\"port\":80,\"uris\":[\"a.com\"],\"tags\":{\"a\":\"1\",\"a\":\"2\"}}",
+        "{\"host\":\"10.0.0.1\",\"port\":80,\"uris\":[\"a.com\"],\"tags\":{\"a\":\"1\",\"b\":null}}",
+        "{\"host\":\"10.0.0.1\",\"port\":80,\"uris\":[\"a.com\"],\"route_service_url\":\"http://x\"}",
+        "{\"host\":\"10.0.0.1\",\"port\":80,\"uris\":[\"a.com\"],\"route_service_url\":\"https://x\"}",
+        "{\"host\":\"10.0.0.1\",\"port\":80,\"uris\":[\"a.com\"],\"route_service_url\":\"http\"}",
+        "{\"host\":\"10.0.0.1\",\"port\":80,\"uris\":[\"a.com\"],\"private_instance_index\":3}",
+        "{\"host\":\"10.0.0.1\",\"port\":80,\"uris\":[\"a.com\"],\"unknown\":[1,2],\"x\":true,\"y\":false,\"z\":-5}",
+        "{\"host\":\"10.0.0.1\",\"port\":80,\"uris\":[\"a.com\"],\"options\":{\"loadbalancing\":\"least-connection\"}}",
+        "{\"host\":\"10.0.0.1\",\"port\":80,\"uris\":[\"a.com\"]} x",
+        "  {\"host\" : \"10.0.0.1\" ,\r\n\t\"port\":80 , \"uris\" : [ \"a.com\" , \"b.com\" ] }  ",
+        "{\"host\":\"10.0.0.1\",\"port\":80,\"uris\":[]}",
+        "{\"host\":\"10.0.0.1\",\"port\":0,\"uris\":[\"a.com\"]}",
+        "{\"port\":80,\"uris\":[\"a.com\"]}",
+        "{}",
+        "[]",
+        "",
+        "{\"host\":\"10.0.0.1\",\"port\":80,\"uris\":[\"a.com\"],}",
+        "{\"host\":\"10.0.0.1\",\"port\":80,\"uris\":[\"a.com\",]}",
+    };
+    for (size_t i = 0; i < CR_ARRAY_LEN(cases); i++)
+        check_same(cases[i], strlen(cases[i]));
+}
+
+static void test_fast_path_matches_jansson_on_mutations(void **state)
+{
+    (void)state;
+    const char *seeds[] = {
+        "{\"host\":\"127.0.0.1\",\"port\":61000,\"uris\":[\"r1.scale.local\"],\"app\":\"scale-app\","
+        "\"private_instance_id\":\"scale-instance-1\",\"private_instance_index\":\"0\","
+        "\"stale_threshold_in_seconds\":120,\"protocol\":\"http1\",\"endpoint_updated_at_ns\":1700000000000000000}",
+        "{\"host\":\"10.0.16.5\",\"port\":61001,\"tls_port\":61443,\"uris\":[\"app.apps.example.com\",\"app.example.com/p\"],"
+        "\"app\":\"6d0e1d3a-0a4b-4b5c-9a57-0f7a7e8f2a11\",\"private_instance_id\":\"9f1e\",\"private_instance_index\":\"2\","
+        "\"server_cert_domain_san\":\"9f1e\",\"availability_zone\":\"z1\",\"isolation_segment\":\"\","
+        "\"tags\":{\"component\":\"route-emitter\",\"app_name\":\"app\",\"space_id\":\"s\"},"
+        "\"route_service_url\":\"https://rs.example.com\",\"stale_threshold_in_seconds\":120}",
+        "{\"HOST\":\"h\",\"Port\":1,\"URIS\":[\"a\"],\"extra\":\"x\",\"n\":-12,\"t\":true}",
+    };
+    const char alphabet[] = "\"\\,:{}[]09- aHntel.\x01\xc3u";
+    unsigned seed = 12345;
+    char buf[1024];
+    int ok = 0;
+    for (int it = 0; it < 150000; it++) {
+        const char *s = seeds[it % CR_ARRAY_LEN(seeds)];
+        size_t len = strlen(s);
+        memcpy(buf, s, len);
+        int muts = 1 + (int)((seed >> 16) % 3);
+        for (int k = 0; k < muts; k++) {
+            seed = seed * 1103515245u + 12345u;
+            size_t at = (seed >> 8) % (len ? len : 1);
+            char ch = alphabet[(seed >> 20) % (sizeof alphabet - 1)];
+            switch ((seed >> 28) % 4) {
+            case 0: buf[at] = ch; break;                                         /* replace */
+            case 1: memmove(buf + at, buf + at + 1, len - at - 1); len--; break; /* delete */
+            case 2:                                                              /* insert */
+                if (len + 1 < sizeof buf) {
+                    memmove(buf + at + 1, buf + at, len - at);
+                    buf[at] = ch;
+                    len++;
+                }
+                break;
+            default: { /* copy a slice elsewhere (duplicate keys, nesting) */
+                size_t from = (seed >> 4) % len, n = 1 + (seed >> 12) % 24;
+                if (from + n > len)
+                    n = len - from;
+                if (len + n < sizeof buf) {
+                    char tmp[32];
+                    memcpy(tmp, buf + from, n);
+                    memmove(buf + at + n, buf + at, len - at);
+                    memcpy(buf + at, tmp, n);
+                    len += n;
+                }
+            }
+            }
+            if (len == 0)
+                break;
+        }
+        ok += check_same(buf, len) == 0;
+    }
+    print_message("mutated messages still valid: %d of 150000\n", ok);
+    assert_true(ok > 1000); /* the comparison covered accepted messages too */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -325,6 +482,8 @@ int main(void)
         cmocka_unit_test(test_rejects_oversize_before_parsing),
         cmocka_unit_test(test_deinit_accepts_zeroed_struct),
         cmocka_unit_test(test_route_emitter_message_with_tls_port_and_tags_decodes),
+        cmocka_unit_test(test_fast_path_matches_jansson_on_edge_cases),
+        cmocka_unit_test(test_fast_path_matches_jansson_on_mutations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
