@@ -460,6 +460,8 @@ int cr_splice__pump_request(cr_conn_t *c);
 int cr_splice__pump_response(cr_conn_t *c);
 /* Returns the connection's pipe to the pool (closed when not empty). */
 void cr_pipe_release(cr_worker_t *w, cr_pipe_t *p);
+/* Closes the connection's pipe (the connection closes). */
+void cr_pipe_close(cr_worker_t *w, cr_pipe_t *p);
 /* Closes the worker's pooled pipes. */
 void cr_pipe_close_pool(cr_worker_t *w);
 

@@ -304,7 +304,7 @@ void cr_proxy__close(cr_conn_t *c)
     cr_buf_release(w, &c->uin);
     cr_buf_release(w, &c->rq_out);
     cr_buf_release(w, &c->rs_out);
-    cr_pipe_release(w, &c->pipe);
+    cr_pipe_close(w, &c->pipe);
     cr_counter_add(&w->counters.client_connections_open, (uint64_t)-1);
     cr_worker__reap_conn(w, c);
 }

@@ -15,7 +15,8 @@
  * copying buffers while it splices). A Content-Length source is never
  * asked for more than the body's remaining bytes, so what follows the
  * body (a pipelined request, bytes a backend should not have sent) stays
- * in the socket as with copying.
+ * in the socket as with copying; a backend connection with bytes after
+ * its spliced response (peeked once at the end) is not reused.
  *
  * Readiness: splice(SPLICE_F_NONBLOCK) from a socket returns EAGAIN both
  * when the socket is empty and when the pipe is full, and a short splice
@@ -31,8 +32,9 @@
  * Pipes: one per splicing exchange (cr_conn_t.pipe, one direction at a
  * time: a response splices only after its request was sent), from a
  * per-worker pool of empty pipes (CR_PIPE_POOL_KEEP kept, CR_PIPES_PER_WORKER
- * open at most, then bodies are copied); a pipe with bytes left (an aborted
- * body) is closed, never pooled.
+ * open at most, then bodies are copied). Only a pipe whose body ended
+ * goes back to the pool; the pipe of an aborted body or of a connection
+ * that closes is closed.
  *
  * Threads: the owning worker only. Owns the worker's pooled pipes; the
  * connection owns the pipe it holds.
@@ -43,6 +45,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* --- The pool -------------------------------------------------------------- */
@@ -83,6 +86,16 @@ void cr_pipe_release(cr_worker_t *w, cr_pipe_t *p)
         close(p->fds[1]);
         w->pipes_open--;
     }
+    memset(p, 0, sizeof(*p));
+}
+
+void cr_pipe_close(cr_worker_t *w, cr_pipe_t *p)
+{
+    if (!p->open)
+        return;
+    close(p->fds[0]);
+    close(p->fds[1]);
+    w->pipes_open--;
     memset(p, 0, sizeof(*p));
 }
 
@@ -249,6 +262,20 @@ static void truncated(cr_conn_t *c, int err)
     cr_proxy__close(c);
 }
 
+/* After a spliced Content-Length body: bytes the backend sent beyond it
+ * are still in its socket (copying would have read them into uin, which
+ * stops reuse). Peeks once: true when nothing follows the body. */
+static bool backend_clean(cr_io_t *io)
+{
+    char ch;
+    ssize_t r = recv(io->fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        io->readable = false;
+        return true;
+    }
+    return false;
+}
+
 int cr_splice__pump_response(cr_conn_t *c)
 {
     cr_worker_t *w = c->w;
@@ -298,6 +325,8 @@ int cr_splice__pump_response(cr_conn_t *c)
             ex->r_splice = false;
             ex->resp_done = true;
             cr_pipe_release(w, p);
+            if (ex->resp_keep_alive && u->io.readable && !backend_clean(&u->io))
+                ex->resp_keep_alive = false;
             return 1;
         }
         if (!moved)
