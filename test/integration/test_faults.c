@@ -428,15 +428,19 @@ static void test_client_gone_mid_upload_and_mid_download_releases_backend(void *
 
 /* ------------------------------------------------- backends that die mid-body */
 
-/* A backend that answers every request on its own terms, then drops the
- * connection (a reset on odd connections, a FIN on even ones):
- *   download: reads the head, sends a head announcing 8 MiB and 2 MiB of
- *             pattern bytes;
- *   upload:   reads the head and 1 MiB of the body, and sends nothing. */
+/* A backend that answers every request on its own terms:
+ *   DYING_DOWNLOAD: reads the head, sends a head announcing 8 MiB and 2 MiB
+ *                   of pattern bytes, drops the connection;
+ *   DYING_UPLOAD:   reads the head and 1 MiB of the body and drops it;
+ *                   (a reset on odd connections, a FIN on even ones)
+ *   EXTRA_BYTES:    answers each request on a keep-alive connection with
+ *                   1 MiB of pattern bytes followed by 4 bytes too many. */
+enum { DYING_DOWNLOAD, DYING_UPLOAD, EXTRA_BYTES };
+
 typedef struct {
     int lfd;
     uint16_t port;
-    bool upload;
+    int mode;
     atomic_bool stop;
     atomic_int served;
     pthread_t t;
@@ -479,7 +483,18 @@ static void *dying_main(void *arg)
         int fd = accept(d->lfd, NULL, NULL);
         if (fd < 0)
             continue;
-        if (d->upload) {
+        if (d->mode == EXTRA_BYTES) {
+            /* The body's last bytes and the extra ones in one segment: no
+             * later readiness edge announces the extra bytes. */
+            static const char h[] = "HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n";
+            unsigned char tail[104];
+            memcpy(tail, part + (1u << 20) - 100, 100);
+            memcpy(tail + 100, "XXXX", 4);
+            while (read_head_and(fd, 0) && send(fd, h, sizeof h - 1, MSG_NOSIGNAL) > 0 &&
+                   send(fd, part, (1u << 20) - 100, MSG_NOSIGNAL) == (1 << 20) - 100 &&
+                   send(fd, tail, sizeof tail, MSG_NOSIGNAL) == (ssize_t)sizeof tail) {
+            }
+        } else if (d->mode == DYING_UPLOAD) {
             read_head_and(fd, 1u << 20);
         } else if (read_head_and(fd, 0)) {
             static const char h[] = "HTTP/1.1 200 OK\r\nContent-Length: 8388608\r\n\r\n";
@@ -503,10 +518,10 @@ static void *dying_main(void *arg)
     return NULL;
 }
 
-static void dying_start(dying_t *d, bool upload)
+static void dying_start(dying_t *d, int mode)
 {
     memset(d, 0, sizeof *d);
-    d->upload = upload;
+    d->mode = mode;
     d->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(d->lfd >= 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -537,8 +552,8 @@ static void test_backend_dies_mid_spliced_download_and_upload(void **state)
     start_crouter(f, "workers: 1\n");
     ts_backend_t *ok = backend(f, "ok", NULL);
     dying_t dl, ul;
-    dying_start(&dl, false);
-    dying_start(&ul, true);
+    dying_start(&dl, DYING_DOWNLOAD);
+    dying_start(&ul, DYING_UPLOAD);
     ts_route_t rd = {.port = dl.port, .uris = {"dl.dying.example.com"}};
     ts_route_t ru = {.port = ul.port, .uris = {"ul.dying.example.com"}};
     assert_int_equal(ts_nats_register(f->nc, &rd), 0);
@@ -603,6 +618,35 @@ static void test_backend_dies_mid_spliced_download_and_upload(void **state)
     assert_int_equal(open1, open0);
     assert_true(fds1 <= fds0 + 2);
     assert_true(ts_crouter_alive(&f->cr));
+}
+
+/* A spliced response reads exactly Content-Length bytes from the backend,
+ * so bytes a backend sends after the body stay in its socket: crouter must
+ * not reuse that connection (the next response would start with them). */
+static void test_backend_bytes_after_spliced_body_not_reused(void **state)
+{
+    fx_t *f = *state;
+    start_crouter(f, "workers: 1\n");
+    dying_t x;
+    dying_start(&x, EXTRA_BYTES);
+    ts_route_t rx = {.port = x.port, .uris = {"extra.dying.example.com"}};
+    assert_int_equal(ts_nats_register(f->nc, &rx), 0);
+    assert_true(ts_crouter_wait_route(&f->cr, "extra.dying.example.com", 1, 10000));
+    ts_conn_t c;
+    assert_int_equal(ts_conn_open(&c, f->cr.port), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(ts_conn_send_str(&c, "GET /x HTTP/1.1\r\nHost: extra.dying.example.com\r\n\r\n"), 0);
+        ts_resp_t r;
+        assert_int_equal(ts_conn_read_response(&c, &r, false, 10000), 0);
+        if (r.status != 200 || r.body_len != 1048576 || r.body_fnv != ts_pattern_fnv(1048576))
+            fail_msg("request %d: status %ld, %zu bytes", i, r.status, r.body_len);
+        ts_resp_free(&r);
+    }
+    ts_conn_close(&c);
+    dying_stop(&x);
+    printf("faults: 3 spliced responses with 4 bytes after the body: all 200, %d backend connections\n",
+           atomic_load(&x.served));
+    assert_int_equal(atomic_load(&x.served), 3);
 }
 
 /* Publishes register/unregister messages at a fixed rate over many routes. */
@@ -755,6 +799,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_client_gone_mid_upload_and_mid_download_releases_backend, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_backend_dies_mid_spliced_download_and_upload, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_backend_bytes_after_spliced_body_not_reused, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_registration_churn_does_not_fail_stable_routes, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_routes_registered_across_prune_cycles_are_all_found, fx_setup,
                                         fx_teardown),
