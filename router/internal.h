@@ -81,8 +81,8 @@ typedef struct cr_buf {
 } cr_buf_t;
 
 /* A pipe that carries body bytes between two sockets (splice.c): taken
- * from the worker's pool when a large body starts, returned when the
- * exchange ends (closed instead if bytes are left in it). */
+ * from the worker's pool when a large body starts, returned when that body
+ * ends; closed instead when bytes are left in it or the connection closes. */
 typedef struct cr_pipe {
     int fds[2];                   /* owned: read end, write end (valid when open) */
     uint32_t bytes;               /* in the pipe, not yet written out */
