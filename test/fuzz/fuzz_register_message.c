@@ -3,8 +3,10 @@
  * Decodes the input (cr_register_msg_decode), and when it is accepted
  * registers it into a small registry, looks every uri up, and unregisters
  * it again. Besides memory safety it checks that the decoder's output is
- * well formed and that register followed by unregister of the same message
- * leaves the table empty. Hosts that are not IP literals are swapped for one,
+ * well formed, that the decoder (whose fast path handles plain flat
+ * messages without jansson) agrees field for field and on the error text
+ * with the jansson-only decoder, and that register followed by unregister
+ * of the same message leaves the table empty. Hosts that are not IP literals are swapped for one,
  * so the fuzzer never waits on DNS.
  */
 #include <arpa/inet.h>
@@ -15,6 +17,7 @@
 #include "common/defs.h"
 #include "common/log.h"
 #include "common/xalloc.h"
+#include "registry/internal.h"
 #include "registry/registry.h"
 
 static cr_registry_t *reg;
@@ -35,6 +38,46 @@ static void check_msg(const cr_register_msg_t *m)
         abort();
 }
 
+static bool same_str(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* The jansson-only decoder must give the same verdict and the same fields. */
+static void check_same_as_jansson(const uint8_t *data, size_t size, int rc, const cr_register_msg_t *a,
+                                  const char *err)
+{
+    cr_register_msg_t b;
+    char eb[128];
+    int rb = cr_register_msg__decode_jansson((const char *)data, size, &b, eb, sizeof eb);
+    if (rb != rc)
+        abort();
+    if (rc != 0) {
+        if (strcmp(err, eb) != 0)
+            abort();
+        return;
+    }
+    bool ok = same_str(a->host, b.host) && a->port == b.port && a->tls_port == b.tls_port &&
+              a->uris_len == b.uris_len && same_str(a->app, b.app) &&
+              same_str(a->private_instance_id, b.private_instance_id) &&
+              same_str(a->private_instance_index, b.private_instance_index) &&
+              same_str(a->route_service_url, b.route_service_url) &&
+              same_str(a->server_cert_domain_san, b.server_cert_domain_san) &&
+              same_str(a->isolation_segment, b.isolation_segment) && same_str(a->protocol, b.protocol) &&
+              same_str(a->availability_zone, b.availability_zone) && a->tags_len == b.tags_len &&
+              a->has_tags == b.has_tags && a->stale_threshold_in_seconds == b.stale_threshold_in_seconds &&
+              a->endpoint_updated_at_ns == b.endpoint_updated_at_ns && a->lb_algo == b.lb_algo &&
+              (a->persistence == NULL) == (b.persistence == NULL) &&
+              strcmp(a->persistence_error, b.persistence_error) == 0;
+    for (size_t i = 0; ok && i < a->uris_len; i++)
+        ok = strcmp(a->uris[i], b.uris[i]) == 0;
+    for (size_t i = 0; ok && i < a->tags_len; i++)
+        ok = strcmp(a->tags[i].key, b.tags[i].key) == 0 && strcmp(a->tags[i].value, b.tags[i].value) == 0;
+    cr_register_msg_deinit(&b);
+    if (!ok)
+        abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!reg) {
@@ -48,8 +91,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     cr_register_msg_t m;
-    char err[128];
+    char err[128] = "";
     int rc = cr_register_msg_decode((const char *)data, size, &m, err, sizeof err);
+    check_same_as_jansson(data, size, rc, &m, err);
     if (rc != 0) {
         if (rc != CR_EBAD && rc != CR_ETOOBIG)
             abort();
