@@ -71,7 +71,7 @@ static const char *intern_locked(const char *s)
         grow();
     istr_t **slot = &buckets[h & (n_buckets - 1)];
     for (istr_t *e = *slot; e; e = e->next) {
-        if (e->hash == h && memcmp(e->s, s, n + 1) == 0) {
+        if (e->hash == h && strcmp(e->s, s) == 0) { /* not memcmp: e->s may be shorter */
             e->refs++;
             return e->s;
         }

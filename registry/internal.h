@@ -39,6 +39,10 @@ void __tsan_release(void *addr);
  * acquire it before freeing: the grace period orders the two. */
 extern char cr_registry__gp_sync;
 
+/* The jansson-free fast path alone (for tests): true when it decoded data
+ * into out (free with cr_register_msg_deinit), false when it left the
+ * message to jansson (out is then empty). */
+bool cr_register_msg__decode_fast(const char *data, size_t len, cr_register_msg_t *out);
 /* cr_register_msg_decode without its fast path: jansson only (message.c).
  * Tests compare the two. */
 int cr_register_msg__decode_jansson(const char *data, size_t len, cr_register_msg_t *out,

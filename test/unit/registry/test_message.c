@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/defs.h"
 #include "registry/internal.h"
 #include "registry/message.h"
@@ -404,6 +405,50 @@ static void test_fast_path_matches_jansson_on_edge_cases(void **state)
         check_same(cases[i], strlen(cases[i]));
 }
 
+/* The differential tests would pass if the fast path always gave up: the
+ * plain messages it exists for must go through it. */
+static void test_fast_path_decodes_plain_messages(void **state)
+{
+    (void)state;
+    const char *plain[] = {
+        "{\"host\":\"127.0.0.1\",\"port\":61000,\"uris\":[\"r1.scale.local\"],\"app\":\"scale-app\","
+        "\"private_instance_id\":\"scale-instance-1\",\"private_instance_index\":\"0\","
+        "\"stale_threshold_in_seconds\":120,\"protocol\":\"http1\",\"endpoint_updated_at_ns\":1700000000000000000}",
+        "{\"host\":\"10.0.16.5\",\"port\":61001,\"tls_port\":61443,\"uris\":[\"app.example.com/p\"],"
+        "\"tags\":{\"component\":\"route-emitter\",\"app_name\":\"app\"},\"availability_zone\":\"z1\"}",
+        "  {\"host\" : \"10.0.0.1\" ,\r\n\t\"port\":80 , \"uris\" : [ \"a.com\" , \"b.com\" ] }  ",
+    };
+    for (size_t i = 0; i < CR_ARRAY_LEN(plain); i++) {
+        cr_register_msg_t m;
+        if (!cr_register_msg__decode_fast(plain[i], strlen(plain[i]), &m))
+            fail_msg("the fast path gave up on %s", plain[i]);
+        cr_register_msg_deinit(&m);
+    }
+}
+
+/* Many tags go to jansson (the fast path's duplicate check is quadratic):
+ * 20,000 distinct tags decode in well under a second and the same as
+ * jansson. */
+static void test_many_tags_leave_the_fast_path(void **state)
+{
+    (void)state;
+    size_t cap = 400 * 1000, n = 0;
+    char *msg = malloc(cap);
+    assert_non_null(msg);
+    n += (size_t)snprintf(msg + n, cap - n, "{\"host\":\"10.0.0.1\",\"port\":80,\"uris\":[\"a.com\"],\"tags\":{");
+    for (int i = 0; i < 20000; i++)
+        n += (size_t)snprintf(msg + n, cap - n, "%s\"%x\":\"\"", i ? "," : "", i);
+    n += (size_t)snprintf(msg + n, cap - n, "}}");
+    cr_register_msg_t m;
+    assert_false(cr_register_msg__decode_fast(msg, n, &m));
+    int64_t t0 = cr_now_mono_ns();
+    assert_int_equal(check_same(msg, n), 0);
+    int64_t took_ms = (cr_now_mono_ns() - t0) / 1000000;
+    if (took_ms > 2000)
+        fail_msg("20,000 tags took %lld ms to decode", (long long)took_ms);
+    free(msg);
+}
+
 static void test_fast_path_matches_jansson_on_mutations(void **state)
 {
     (void)state;
@@ -484,6 +529,8 @@ int main(void)
         cmocka_unit_test(test_route_emitter_message_with_tls_port_and_tags_decodes),
         cmocka_unit_test(test_fast_path_matches_jansson_on_edge_cases),
         cmocka_unit_test(test_fast_path_matches_jansson_on_mutations),
+        cmocka_unit_test(test_fast_path_decodes_plain_messages),
+        cmocka_unit_test(test_many_tags_leave_the_fast_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
