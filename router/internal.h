@@ -45,6 +45,7 @@
 /* Large plain-TCP bodies move through a pipe with splice(2) (splice.c). */
 #define CR_SPLICE_MIN          (64 * 1024)  /* Content-Length bodies with this much left */
 #define CR_PIPE_SIZE           (256 * 1024) /* asked of F_SETPIPE_SZ: the bytes one pipe holds */
+#define CR_PIPE_MIN_SIZE       (64 * 1024)  /* a smaller pipe (pipe quota reached) is not used */
 #define CR_PIPE_POOL_KEEP      64           /* empty pipes kept per worker */
 #define CR_PIPES_PER_WORKER    1024         /* pipes open per worker; beyond, bodies are copied */
 
@@ -495,6 +496,9 @@ void cr_worker__destroy(cr_worker_t *w);
 ssize_t cr_io__send2(cr_io_t *io, const char *a, size_t alen, const char *b, size_t blen);
 /* Reads into b's free tail; returns bytes, 0 at EOF (io->eof), CR_AGAIN when
  * nothing is available, -errno on error. */
+/* Peeks at a plain socket: true (and readable cleared) when nothing, not even
+ * EOF, waits to be read. */
+bool cr_io__nothing_to_read(cr_io_t *io);
 ssize_t cr_io__read(cr_io_t *io, cr_buf_t *b);
 
 #endif

@@ -787,7 +787,13 @@ static bool begin_attempt(cr_conn_t *c, bool first)
         respond_error(c, CR_PERR_HEADERS_TOO_LARGE, NULL, 0, NULL);
         return false;
     }
-    /* A fresh attempt: resend the head and the body from their start. */
+    /* A fresh attempt: resend the head and the body from their start. A
+     * splice that moved nothing yet (else the request is not replayable)
+     * starts over once the new connection has the head. */
+    if (ex->b_splice) {
+        ex->b_splice = false;
+        cr_pipe_release(w, &c->pipe);
+    }
     ex->rq_sent = 0;
     ex->head_sent = false;
     ex->req_sent = false;

@@ -66,10 +66,18 @@ static bool pipe_get(cr_worker_t *w, cr_pipe_t *p)
      * default size (the kernel may even shrink it; F_GETPIPE_SZ tells). */
     (void)fcntl(fds[1], F_SETPIPE_SZ, CR_PIPE_SIZE);
     int cap = fcntl(fds[1], F_GETPIPE_SZ);
+    if (cap < CR_PIPE_MIN_SIZE) {
+        /* Over the per-user pipe quota (pipe-user-pages-soft) the kernel hands
+         * out 2-page pipes: slower than copying through the 16 KiB buffers,
+         * and pooling one would keep it for good. Copy instead. */
+        close(fds[0]);
+        close(fds[1]);
+        return false;
+    }
     p->fds[0] = fds[0];
     p->fds[1] = fds[1];
     p->bytes = 0;
-    p->cap = cap > 0 ? (uint32_t)cap : 4096;
+    p->cap = (uint32_t)cap;
     p->open = true;
     w->pipes_open++;
     return true;
@@ -175,8 +183,9 @@ bool cr_splice__start_request(cr_conn_t *c)
         return false;
     if (!pipe_get(c->w, &c->pipe))
         return false;
+    /* b_reused_region is set when the first byte moves: until then a failed
+     * attempt (a stale pooled connection, say) may still be retried. */
     ex->b_splice = true;
-    ex->b_reused_region = true; /* the spliced bytes cannot be sent again */
     return true;
 }
 
@@ -193,6 +202,7 @@ int cr_splice__pump_request(cr_conn_t *c)
             size_t room = p->cap - p->bytes;
             ssize_t n = splice_in(&c->io, p, ex->b_left < room ? (size_t)ex->b_left : room);
             if (n > 0) {
+                ex->b_reused_region = true; /* spliced bytes cannot be sent again */
                 c->last_active_ns = w->now_ns;
                 ex->b_left -= (uint64_t)n;
                 ex->req_body_bytes += (uint64_t)n;
@@ -262,20 +272,6 @@ static void truncated(cr_conn_t *c, int err)
     cr_proxy__close(c);
 }
 
-/* After a spliced Content-Length body: bytes the backend sent beyond it
- * are still in its socket (copying would have read them into uin, which
- * stops reuse). Peeks once: true when nothing follows the body. */
-static bool backend_clean(cr_io_t *io)
-{
-    char ch;
-    ssize_t r = recv(io->fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        io->readable = false;
-        return true;
-    }
-    return false;
-}
-
 int cr_splice__pump_response(cr_conn_t *c)
 {
     cr_worker_t *w = c->w;
@@ -325,7 +321,10 @@ int cr_splice__pump_response(cr_conn_t *c)
             ex->r_splice = false;
             ex->resp_done = true;
             cr_pipe_release(w, p);
-            if (ex->resp_keep_alive && u->io.readable && !backend_clean(&u->io))
+            /* Bytes the backend sent beyond a spliced Content-Length body are
+             * still in its socket (copying would have read them into uin,
+             * which stops reuse). */
+            if (ex->resp_keep_alive && u->io.readable && !cr_io__nothing_to_read(&u->io))
                 ex->resp_keep_alive = false;
             return 1;
         }

@@ -35,6 +35,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <signal.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -270,6 +271,17 @@ ssize_t cr_io__send2(cr_io_t *io, const char *a, size_t alen, const char *b, siz
     if ((size_t)r < alen + blen)
         io->writable = false;
     return r;
+}
+
+bool cr_io__nothing_to_read(cr_io_t *io)
+{
+    char ch;
+    ssize_t r = recv(io->fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        io->readable = false;
+        return true;
+    }
+    return false;
 }
 
 ssize_t cr_io__read(cr_io_t *io, cr_buf_t *b)
@@ -569,6 +581,14 @@ static void *worker_main(void *arg)
     char name[16];
     snprintf(name, sizeof(name), "crouter-w%u", w->id);
     pthread_setname_np(pthread_self(), name);
+    /* splice(2) into a socket has no MSG_NOSIGNAL: a reset peer would raise
+     * SIGPIPE in this thread, which kills a process that did not ignore it
+     * (the CLI does; a program embedding the router may not). Blocked, it
+     * stays pending and the call fails with EPIPE. */
+    sigset_t sigpipe;
+    sigemptyset(&sigpipe);
+    sigaddset(&sigpipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &sigpipe, NULL);
     cr_registry_reader_thread_register();
     struct epoll_event events[CR_EVENTS_PER_WAIT];
     w->now_ns = cr_now_mono_ns();
