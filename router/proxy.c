@@ -343,9 +343,13 @@ static void finish_exchange(cr_conn_t *c)
     cr_worker_t *w = c->w;
     cr_proxy__account(c);
     if (c->up) {
+        /* A backend that sent more after the response (in a later segment,
+         * while the client was still taking the body) has spent the edge that
+         * would have told the idle pool: look before pooling. */
         bool reusable = ex->resp_keep_alive && ex->req_sent && ex->resp_done &&
                         c->uin.start == c->uin.end && c->up->state == CR_US_RECEIVING &&
-                        !c->up->io.hup && !c->up->io.eof;
+                        !c->up->io.hup && !c->up->io.eof &&
+                        (!c->up->io.readable || c->up->io.ssl || cr_io__nothing_to_read(&c->up->io));
         detach_upstream(c, reusable);
     }
     release_endpoints(c);

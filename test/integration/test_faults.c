@@ -434,8 +434,12 @@ static void test_client_gone_mid_upload_and_mid_download_releases_backend(void *
  *   DYING_UPLOAD:   reads the head and 1 MiB of the body and drops it;
  *                   (a reset on odd connections, a FIN on even ones)
  *   EXTRA_BYTES:    answers each request on a keep-alive connection with
- *                   1 MiB of pattern bytes followed by 4 bytes too many. */
-enum { DYING_DOWNLOAD, DYING_UPLOAD, EXTRA_BYTES };
+ *                   1 MiB of pattern bytes followed by 4 bytes too many;
+ *   EXTRA_LATER:    on its first connection, answers the first request
+ *                   with 16 MiB chunked (copied, never spliced) and, 20 ms
+ *                   after the last chunk, 4 stray bytes, then "ok" to each
+ *                   further request; on later connections, one "ok". */
+enum { DYING_DOWNLOAD, DYING_UPLOAD, EXTRA_BYTES, EXTRA_LATER };
 
 typedef struct {
     int lfd;
@@ -483,7 +487,34 @@ static void *dying_main(void *arg)
         int fd = accept(d->lfd, NULL, NULL);
         if (fd < 0)
             continue;
-        if (d->mode == EXTRA_BYTES) {
+        if (d->mode == EXTRA_LATER) {
+            static const char h[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+            static char chunk[8 + 65536 + 2];
+            int hl = snprintf(chunk, sizeof chunk, "10000\r\n");
+            memset(chunk + hl, 'a', 65536);
+            memcpy(chunk + hl + 65536, "\r\n", 2);
+            static const char small[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+            bool ok = read_head_and(fd, 0);
+            if (atomic_load(&d->served) > 0) { /* a later connection: one small answer */
+                if (ok)
+                    send(fd, small, sizeof small - 1, MSG_NOSIGNAL);
+                ok = false;
+            }
+            ok = ok && send(fd, h, sizeof h - 1, MSG_NOSIGNAL) > 0;
+            for (int i = 0; ok && i < 256; i++) {
+                size_t off = 0, len = (size_t)hl + 65536 + 2;
+                while (ok && off < len) {
+                    ssize_t n = send(fd, chunk + off, len - off, MSG_NOSIGNAL);
+                    ok = n > 0;
+                    off += ok ? (size_t)n : 0;
+                }
+            }
+            ok = ok && send(fd, "0\r\n\r\n", 5, MSG_NOSIGNAL) == 5;
+            ts_sleep_ms(20);
+            ok = ok && send(fd, "XXXX", 4, MSG_NOSIGNAL) == 4;
+            while (ok && read_head_and(fd, 0) && send(fd, small, sizeof small - 1, MSG_NOSIGNAL) > 0) {
+            }
+        } else if (d->mode == EXTRA_BYTES) {
             /* The body's last bytes and the extra ones in one segment: no
              * later readiness edge announces the extra bytes. */
             static const char h[] = "HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n";
@@ -649,6 +680,74 @@ static void test_backend_bytes_after_spliced_body_not_reused(void **state)
     assert_int_equal(atomic_load(&x.served), 3);
 }
 
+/* Bytes a backend sends after a complete copied response, in a later
+ * segment, while the client is still taking the body: the connection must
+ * not be pooled, or the next request on it reads "XXXX" in front of its
+ * response. The client reads 64 KiB per millisecond, so the 16 MiB take
+ * ~250 ms and the stray bytes (20 ms after the last chunk) arrive while
+ * crouter still has megabytes to deliver. Two things stop the reuse: the
+ * relay reads the stray bytes into uin when it still reads that socket (this
+ * test passed with the finish_exchange peek switched off, so that is what
+ * happens here), and the peek in finish_exchange when their readiness edge
+ * was spent with nothing reading. */
+static void test_backend_bytes_after_copied_response_not_reused(void **state)
+{
+    fx_t *f = *state;
+    start_crouter(f, "workers: 1\n");
+    dying_t x;
+    dying_start(&x, EXTRA_LATER);
+    ts_route_t rx = {.port = x.port, .uris = {"later.dying.example.com"}};
+    assert_int_equal(ts_nats_register(f->nc, &rx), 0);
+    assert_true(ts_crouter_wait_route(&f->cr, "later.dying.example.com", 1, 10000));
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    int small_rcvbuf = 64 * 1024;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small_rcvbuf, sizeof small_rcvbuf);
+    struct timeval rcv_timeout = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &rcv_timeout, sizeof rcv_timeout);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(f->cr.port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    static const char req[] = "GET /big HTTP/1.1\r\nHost: later.dying.example.com\r\n\r\n";
+    assert_int_equal(send(fd, req, sizeof req - 1, MSG_NOSIGNAL), (ssize_t)(sizeof req - 1));
+    static char buf[65536];
+    char last[8] = {0};
+    size_t total = 0;
+    int64_t deadline = ts_now_ms() + 20000;
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        assert_true(n > 0);
+        total += (size_t)n;
+        /* The body is all 'a's: the stream ends with the last chunk. */
+        size_t keep = (size_t)n < sizeof last ? (size_t)n : sizeof last;
+        memmove(last, last + keep, sizeof last - keep);
+        memcpy(last + sizeof last - keep, buf + n - (ssize_t)keep, keep);
+        if (memcmp(last + 2, "\n0\r\n\r\n", 6) == 0)
+            break;
+        assert_true(ts_now_ms() < deadline);
+        ts_sleep_ms(1);
+    }
+    static const char req2[] = "GET /next HTTP/1.1\r\nHost: later.dying.example.com\r\n\r\n";
+    assert_int_equal(send(fd, req2, sizeof req2 - 1, MSG_NOSIGNAL), (ssize_t)(sizeof req2 - 1));
+    char resp[4096];
+    size_t have = 0;
+    while (have < sizeof resp - 1 && !memmem(resp, have, "\r\n\r\nok", 6)) {
+        ssize_t n = recv(fd, resp + have, sizeof resp - 1 - have, 0);
+        if (n <= 0)
+            break;
+        have += (size_t)n;
+    }
+    resp[have] = '\0';
+    close(fd);
+    dying_stop(&x);
+    printf("faults: 16 MiB copied response (%zu bytes read slowly), 4 stray bytes 20 ms after it; next request: "
+           "%.12s..., backend connections %d\n", total, resp, atomic_load(&x.served));
+    if (strncmp(resp, "HTTP/1.1 200", 12) != 0 || !memmem(resp, have, "\r\n\r\nok", 6))
+        fail_msg("the next request on the client connection got: %.200s", resp);
+    /* The dirty connection was closed: the second request came on a new one. */
+    assert_int_equal(atomic_load(&x.served), 2);
+}
+
 /* Publishes register/unregister messages at a fixed rate over many routes. */
 typedef struct {
     natsConnection *nc;
@@ -800,6 +899,7 @@ int main(void)
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_backend_dies_mid_spliced_download_and_upload, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_backend_bytes_after_spliced_body_not_reused, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_backend_bytes_after_copied_response_not_reused, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_registration_churn_does_not_fail_stable_routes, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_routes_registered_across_prune_cycles_are_all_found, fx_setup,
                                         fx_teardown),
