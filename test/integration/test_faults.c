@@ -475,11 +475,23 @@ static bool read_head_and(int fd, size_t body_bytes)
     return true;
 }
 
+/* Read-only once filled: shared by every dying backend thread. */
+static unsigned char part[2u << 20];          /* pattern bytes */
+static char chunk[7 + 65536 + 2];             /* one 64 KiB chunk of 'a's, framed */
+static pthread_once_t dying_bufs_once = PTHREAD_ONCE_INIT;
+
+static void fill_dying_bufs(void)
+{
+    ts_pattern_fill(part, 0, sizeof part);
+    memcpy(chunk, "10000\r\n", 7);
+    memset(chunk + 7, 'a', 65536);
+    memcpy(chunk + 7 + 65536, "\r\n", 2);
+}
+
 static void *dying_main(void *arg)
 {
     dying_t *d = arg;
-    static unsigned char part[2u << 20];
-    ts_pattern_fill(part, 0, sizeof part);
+    pthread_once(&dying_bufs_once, fill_dying_bufs);
     for (int k = 0; !atomic_load(&d->stop); k++) {
         struct pollfd p = {.fd = d->lfd, .events = POLLIN};
         if (poll(&p, 1, 100) <= 0)
@@ -489,10 +501,7 @@ static void *dying_main(void *arg)
             continue;
         if (d->mode == EXTRA_LATER) {
             static const char h[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
-            static char chunk[8 + 65536 + 2];
-            int hl = snprintf(chunk, sizeof chunk, "10000\r\n");
-            memset(chunk + hl, 'a', 65536);
-            memcpy(chunk + hl + 65536, "\r\n", 2);
+            const int hl = 7; /* "10000\r\n" */
             static const char small[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
             bool ok = read_head_and(fd, 0);
             if (atomic_load(&d->served) > 0) { /* a later connection: one small answer */
