@@ -418,6 +418,21 @@ static void test_cluster_outage_keeps_routes_then_prunes_only_unregistered_ones(
     for (int i = 0; i < NODES; i++)
         cluster_kill_node(&f->cl, i);
     long sent0 = atomic_load(&f->load.sent);
+    /* The routers notice the dead sockets asynchronously (nats.c's
+     * disconnect callback): under ThreadSanitizer the first /varz poll
+     * could beat it. Wait for it (bounded), then it must stay down. */
+    for (int r = 0; r < ROUTERS; r++) {
+        bool down = false;
+        while (!down && ts_now_ms() < t_down + 3000) {
+            json_t *v = ts_crouter_varz(&f->cr[r]);
+            assert_non_null(v);
+            down = !json_is_true(json_object_get(v, "nats_connected"));
+            json_decref(v);
+            if (!down)
+                ts_sleep_ms(20);
+        }
+        assert_true(down);
+    }
     /* The outage: 2.5 stale thresholds plus a prune interval. */
     int64_t until = t_down + 6000;
     while (ts_now_ms() < until) {
