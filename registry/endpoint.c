@@ -39,6 +39,7 @@
 #include <urcu/urcu-memb.h>
 
 #include "common/defs.h"
+#include "common/hash.h"
 #include "common/xalloc.h"
 
 char cr_registry__gp_sync;
@@ -343,17 +344,6 @@ void cr_registry__defer_free(void *p, void (*fn)(void *))
 
 /* --- pools ------------------------------------------------------------- */
 
-/* FNV-1a; keys are short (uuids, "10.0.0.1:61000"). */
-static uint32_t hash_bytes(const char *s, size_t n)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 16777619u;
-    }
-    return h ^ (h >> 15);
-}
-
 /* have (NUL-terminated or NULL) equals want[0..want_len), which may hold NULs. */
 static bool key_eq(const char *have, const char *want, size_t want_len)
 {
@@ -368,7 +358,7 @@ static uint32_t *pool_index(const cr_pool_t *pool)
 static void index_put(cr_pool_t *pool, const char *key, uint32_t slot_value)
 {
     uint32_t *index = pool_index(pool);
-    uint32_t i = hash_bytes(key, strlen(key)) & pool->id_index_mask;
+    uint32_t i = cr_hash_short(key, strlen(key)) & pool->id_index_mask;
     while (index[i] != 0)
         i = (i + 1) & pool->id_index_mask;
     index[i] = slot_value;
@@ -460,7 +450,7 @@ int cr_registry__pool_index_of_addr(const cr_pool_t *pool, const char *addr, siz
         return -1;
     }
     const uint32_t *index = pool_index(pool);
-    uint32_t i = hash_bytes(addr, addr_len) & pool->id_index_mask;
+    uint32_t i = cr_hash_short(addr, addr_len) & pool->id_index_mask;
     for (uint32_t v; (v = index[i]) != 0; i = (i + 1) & pool->id_index_mask) {
         if (key_eq(pool->endpoints[v - 1]->addr, addr, addr_len))
             return (int)(v - 1);
@@ -486,7 +476,7 @@ cr_endpoint_t *cr_pool_find_by_id(const cr_pool_t *pool, const char *id, size_t 
         return by_addr;
     }
     const uint32_t *index = pool_index(pool);
-    uint32_t i = hash_bytes(id, id_len) & pool->id_index_mask;
+    uint32_t i = cr_hash_short(id, id_len) & pool->id_index_mask;
     for (uint32_t v; (v = index[i]) != 0; i = (i + 1) & pool->id_index_mask) {
         cr_endpoint_t *ep = pool->endpoints[v - 1];
         if (key_eq(ep->private_instance_id, id, id_len) || key_eq(ep->addr, id, id_len))

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "common/defs.h"
+#include "common/hash.h"
 #include "common/xalloc.h"
 
 typedef struct istr {
@@ -34,17 +35,6 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static istr_t **buckets; /* owned; NULL until the first string */
 static size_t n_buckets; /* a power of two */
 static size_t n_entries;
-
-/* FNV-1a. */
-static uint32_t hash_str(const char *s, size_t n)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 16777619u;
-    }
-    return h ^ (h >> 16);
-}
 
 static void grow(void)
 {
@@ -66,7 +56,7 @@ static void grow(void)
 static const char *intern_locked(const char *s)
 {
     size_t n = strlen(s);
-    uint32_t h = hash_str(s, n);
+    uint32_t h = cr_hash_short(s, n);
     if (n_entries >= n_buckets)
         grow();
     istr_t **slot = &buckets[h & (n_buckets - 1)];

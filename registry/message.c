@@ -471,6 +471,29 @@ static bool fast_skip_scalar(cursor_t *c)
     return false;
 }
 
+/* After a list item: 1 at ',' (another item follows), 0 at `close` (the
+ * list ends), -1 at anything else. */
+static int fast_list_next(cursor_t *c, char close)
+{
+    skip_ws(c);
+    if (c->p < c->end && (*c->p == ',' || *c->p == close))
+        return *c->p++ == ',' ? 1 : 0;
+    return -1;
+}
+
+/* An object member's `"key" :`, whitespace around it included. */
+static bool fast_key(cursor_t *c, const char **k, size_t *kn)
+{
+    skip_ws(c);
+    if (!fast_string(c, k, kn))
+        return false;
+    skip_ws(c);
+    if (c->p >= c->end || *c->p++ != ':')
+        return false;
+    skip_ws(c);
+    return true;
+}
+
 static bool fast_uris(cursor_t *c, cr_register_msg_t *m)
 {
     if (c->p >= c->end || *c->p != '[')
@@ -495,16 +518,9 @@ static bool fast_uris(cursor_t *c, cr_register_msg_t *m)
             }
             m->uris[m->uris_len++] = cr_xmemdup0(s, n);
         }
-        skip_ws(c);
-        if (c->p < c->end && *c->p == ',') {
-            c->p++;
-            continue;
-        }
-        if (c->p < c->end && *c->p == ']') {
-            c->p++;
-            return true;
-        }
-        return false;
+        int more = fast_list_next(c, ']');
+        if (more <= 0)
+            return more == 0;
     }
 }
 
@@ -525,14 +541,7 @@ static bool fast_tags(cursor_t *c, cr_register_msg_t *m)
     for (;;) {
         const char *k, *v;
         size_t kn, vn;
-        skip_ws(c);
-        if (!fast_string(c, &k, &kn))
-            return false;
-        skip_ws(c);
-        if (c->p >= c->end || *c->p++ != ':')
-            return false;
-        skip_ws(c);
-        if (!fast_string(c, &v, &vn))
+        if (!fast_key(c, &k, &kn) || !fast_string(c, &v, &vn))
             return false;
         /* The duplicate check is quadratic: many tags go to jansson, whose
          * object hash folds duplicates (a 256 KiB message of 26k tags took
@@ -550,16 +559,9 @@ static bool fast_tags(cursor_t *c, cr_register_msg_t *m)
         cr_tag_t *t = &m->tags[m->tags_len++];
         t->key = cr_xmemdup0(k, kn);
         t->value = cr_xmemdup0(v, vn);
-        skip_ws(c);
-        if (c->p < c->end && *c->p == ',') {
-            c->p++;
-            continue;
-        }
-        if (c->p < c->end && *c->p == '}') {
-            c->p++;
-            return true;
-        }
-        return false;
+        int more = fast_list_next(c, '}');
+        if (more <= 0)
+            return more == 0;
     }
 }
 
@@ -617,13 +619,8 @@ static bool fast_decode(const char *data, size_t len, cr_register_msg_t *out)
     for (;;) {
         const char *k;
         size_t kn;
-        skip_ws(&c);
-        if (!fast_string(&c, &k, &kn))
+        if (!fast_key(&c, &k, &kn))
             goto slow;
-        skip_ws(&c);
-        if (c.p >= c.end || *c.p++ != ':')
-            goto slow;
-        skip_ws(&c);
         int f = find_field(k, kn);
         if (f < 0) {
             if (!fast_skip_scalar(&c))
@@ -635,16 +632,11 @@ static bool fast_decode(const char *data, size_t len, cr_register_msg_t *out)
             if (!fast_field(&c, f, out))
                 goto slow;
         }
-        skip_ws(&c);
-        if (c.p < c.end && *c.p == ',') {
-            c.p++;
-            continue;
-        }
-        if (c.p < c.end && *c.p == '}') {
-            c.p++;
+        int more = fast_list_next(&c, '}');
+        if (more < 0)
+            goto slow;
+        if (more == 0)
             break;
-        }
-        goto slow;
     }
     skip_ws(&c);
     if (c.p != c.end || !out->host || (out->port == 0 && out->tls_port == 0) || out->uris_len == 0)

@@ -23,6 +23,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/hash.h"
+
 const char *cr_upstream_state_name(cr_upstream_state_t s)
 {
     switch (s) {
@@ -55,10 +57,7 @@ static uint32_t hash_addr(const cr_sockaddr_t *a, socklen_t len)
         port = a->in.sin_port;
     }
     (void)len;
-    uint32_t h = 2166136261u ^ port;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 16777619u;
-    return h ^ (h >> 15);
+    return cr_hash_fold(cr_fnv1a32(CR_FNV1A32_SEED ^ port, p, n));
 }
 
 static bool same_addr(const cr_sockaddr_t *a, const cr_sockaddr_t *b)

@@ -18,8 +18,9 @@
  * (default 50 us) before it sleeps. Under load the next event nearly always
  * arrives within that time, so the worker's CPU does not halt and the
  * processes that feed it (clients, backends) do not pay for waking it: on
- * this 2-core VM that was +3-7% req/s for +5% CPU per request (bench/run,
- * issue 3's closing note). A lightly loaded worker never spins.
+ * this 2-core VM that was about +5% req/s for +6% CPU per request
+ * (router/DESIGN.md, "Performance notes"). A lightly loaded worker never
+ * spins.
  *
  * Timers are a hashed wheel of 4096 slots of about 8.4 ms with entries
  * embedded in their owners: arm and cancel are O(1) list operations and
@@ -35,8 +36,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <signal.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

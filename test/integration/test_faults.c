@@ -580,6 +580,15 @@ static void dying_stop(dying_t *d)
     close(d->lfd);
 }
 
+/* Starts a dying backend in mode and routes host to it. */
+static void dying_route(fx_t *f, dying_t *d, int mode, const char *host)
+{
+    dying_start(d, mode);
+    ts_route_t r = {.port = d->port, .uris = {host}};
+    assert_int_equal(ts_nats_register(f->nc, &r), 0);
+    assert_true(ts_crouter_wait_route(&f->cr, host, 1, 10000));
+}
+
 /* Large Content-Length bodies are spliced through a pipe (router/splice.c).
  * A backend that dies in the middle of one, either way: the client sees the
  * download cut short (every byte it got correct) or the upload answered 502
@@ -668,10 +677,7 @@ static void test_backend_bytes_after_spliced_body_not_reused(void **state)
     fx_t *f = *state;
     start_crouter(f, "workers: 1\n");
     dying_t x;
-    dying_start(&x, EXTRA_BYTES);
-    ts_route_t rx = {.port = x.port, .uris = {"extra.dying.example.com"}};
-    assert_int_equal(ts_nats_register(f->nc, &rx), 0);
-    assert_true(ts_crouter_wait_route(&f->cr, "extra.dying.example.com", 1, 10000));
+    dying_route(f, &x, EXTRA_BYTES, "extra.dying.example.com");
     ts_conn_t c;
     assert_int_equal(ts_conn_open(&c, f->cr.port), 0);
     for (int i = 0; i < 3; i++) {
@@ -704,55 +710,42 @@ static void test_backend_bytes_after_copied_response_not_reused(void **state)
     fx_t *f = *state;
     start_crouter(f, "workers: 1\n");
     dying_t x;
-    dying_start(&x, EXTRA_LATER);
-    ts_route_t rx = {.port = x.port, .uris = {"later.dying.example.com"}};
-    assert_int_equal(ts_nats_register(f->nc, &rx), 0);
-    assert_true(ts_crouter_wait_route(&f->cr, "later.dying.example.com", 1, 10000));
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
+    dying_route(f, &x, EXTRA_LATER, "later.dying.example.com");
+    ts_conn_t c;
+    assert_int_equal(ts_conn_open(&c, f->cr.port), 0);
     int small_rcvbuf = 64 * 1024;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small_rcvbuf, sizeof small_rcvbuf);
+    setsockopt(c.fd, SOL_SOCKET, SO_RCVBUF, &small_rcvbuf, sizeof small_rcvbuf);
     struct timeval rcv_timeout = {.tv_sec = 10};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &rcv_timeout, sizeof rcv_timeout);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(f->cr.port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    static const char req[] = "GET /big HTTP/1.1\r\nHost: later.dying.example.com\r\n\r\n";
-    assert_int_equal(send(fd, req, sizeof req - 1, MSG_NOSIGNAL), (ssize_t)(sizeof req - 1));
+    setsockopt(c.fd, SOL_SOCKET, SO_RCVTIMEO, &rcv_timeout, sizeof rcv_timeout);
+    assert_int_equal(ts_conn_send_str(&c, "GET /big HTTP/1.1\r\nHost: later.dying.example.com\r\n\r\n"), 0);
+    /* Read slowly, straight from the socket; the body is all 'a's, so the
+     * stream ends with the last chunk. */
     static char buf[65536];
-    char last[8] = {0};
+    char last[6] = {0};
     size_t total = 0;
     int64_t deadline = ts_now_ms() + 20000;
-    for (;;) {
-        ssize_t n = recv(fd, buf, sizeof buf, 0);
+    while (memcmp(last, "\n0\r\n\r\n", sizeof last) != 0) {
+        assert_true(ts_now_ms() < deadline);
+        ssize_t n = recv(c.fd, buf, sizeof buf, 0);
         assert_true(n > 0);
         total += (size_t)n;
-        /* The body is all 'a's: the stream ends with the last chunk. */
         size_t keep = (size_t)n < sizeof last ? (size_t)n : sizeof last;
         memmove(last, last + keep, sizeof last - keep);
         memcpy(last + sizeof last - keep, buf + n - (ssize_t)keep, keep);
-        if (memcmp(last + 2, "\n0\r\n\r\n", 6) == 0)
-            break;
-        assert_true(ts_now_ms() < deadline);
         ts_sleep_ms(1);
     }
-    static const char req2[] = "GET /next HTTP/1.1\r\nHost: later.dying.example.com\r\n\r\n";
-    assert_int_equal(send(fd, req2, sizeof req2 - 1, MSG_NOSIGNAL), (ssize_t)(sizeof req2 - 1));
-    char resp[4096];
-    size_t have = 0;
-    while (have < sizeof resp - 1 && !memmem(resp, have, "\r\n\r\nok", 6)) {
-        ssize_t n = recv(fd, resp + have, sizeof resp - 1 - have, 0);
-        if (n <= 0)
-            break;
-        have += (size_t)n;
-    }
-    resp[have] = '\0';
-    close(fd);
+    assert_int_equal(ts_conn_send_str(&c, "GET /next HTTP/1.1\r\nHost: later.dying.example.com\r\n\r\n"), 0);
+    ts_resp_t r;
+    int rc = ts_conn_read_response(&c, &r, false, 10000);
+    ts_conn_close(&c);
     dying_stop(&x);
     printf("faults: 16 MiB copied response (%zu bytes read slowly), 4 stray bytes 20 ms after it; next request: "
-           "%.12s..., backend connections %d\n", total, resp, atomic_load(&x.served));
-    if (strncmp(resp, "HTTP/1.1 200", 12) != 0 || !memmem(resp, have, "\r\n\r\nok", 6))
-        fail_msg("the next request on the client connection got: %.200s", resp);
+           "status %ld, %zu body bytes, backend connections %d\n", total, rc == 0 ? r.status : 0L,
+           rc == 0 ? r.body_len : 0, atomic_load(&x.served));
+    assert_int_equal(rc, 0);
+    if (r.status != 200 || r.body_len != 2 || memcmp(r.body, "ok", 2) != 0)
+        fail_msg("the next request on the client connection got status %ld, %zu body bytes", r.status, r.body_len);
+    ts_resp_free(&r);
     /* The dirty connection was closed: the second request came on a new one. */
     assert_int_equal(atomic_load(&x.served), 2);
 }

@@ -42,23 +42,6 @@ typedef struct {
 static certs_t g_certs;
 static ts_backend_t g_backend;
 
-/* Runs openssl with argv (NULL-terminated, without "openssl"); fails the
- * group setup when it exits non-zero. */
-static int openssl(const char *const args[])
-{
-    const char *argv[32] = {"openssl"};
-    size_t n = 1;
-    for (size_t i = 0; args[i] && n + 1 < 32; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-    char *out = NULL;
-    int rc = ts_run_capture(argv, 30000, &out);
-    if (rc != 0)
-        fprintf(stderr, "openssl %s failed (%d):\n%s\n", args[0], rc, out ? out : "");
-    free(out);
-    return rc == 0 ? 0 : -1;
-}
-
 /* An EC P-256 key and a self-signed CA certificate. */
 static int make_ca(const char *pem, const char *key, const char *cn)
 {
@@ -68,7 +51,7 @@ static int make_ca(const char *pem, const char *key, const char *cn)
                        "-keyout", key, "-out", pem, "-days", "2", "-subj", subj,
                        "-addext", "basicConstraints=critical,CA:TRUE",
                        "-addext", "keyUsage=critical,keyCertSign,cRLSign", NULL};
-    return openssl(a);
+    return ts_openssl(a);
 }
 
 /* A key and a certificate signed by ca_pem/ca_key, with the extensions in ext. */
@@ -88,7 +71,7 @@ static int make_leaf_by(const char *ca_pem, const char *ca_key, const char *pem,
                          "-keyout", key, "-out", csr, "-subj", subj, NULL};
     const char *sign[] = {"x509", "-req", "-in", csr, "-CA", ca_pem, "-CAkey", ca_key,
                           "-set_serial", serial, "-days", "2", "-out", pem, "-extfile", extfile, NULL};
-    return openssl(req) == 0 && openssl(sign) == 0 ? 0 : -1;
+    return ts_openssl(req) == 0 && ts_openssl(sign) == 0 ? 0 : -1;
 }
 
 /* A leaf signed by the test CA. */

@@ -273,7 +273,7 @@ static void test_insert_forged_and_tampered_cookies_rebalanced(void **state)
     for (int t = 0; t < 3; t++) {
         bool other = false;
         char cookie[256];
-        snprintf(cookie, sizeof cookie, "Cookie: SRV=%s", tampered[t]);
+        snprintf(cookie, sizeof cookie, "Cookie: SRV=%.127s", tampered[t]);
         for (int i = 0; i < 9; i++) {
             get(&g_a, host, cookie, "SRV", &g);
             assert_int_equal(g.status, 200);

@@ -57,21 +57,6 @@ typedef struct {
 
 static cert_files_t g_ca, g_other_ca, g_app, g_stranger, g_router, g_front_a, g_front_b, g_curl;
 
-static int openssl(const char *const args[])
-{
-    const char *argv[40] = {"openssl"};
-    size_t n = 1;
-    for (size_t i = 0; args[i] && n + 1 < 40; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-    char *out = NULL;
-    int rc = ts_run_capture(argv, 30000, &out);
-    if (rc != 0)
-        fprintf(stderr, "openssl %s failed (%d):\n%s\n", args[0], rc, out ? out : "");
-    free(out);
-    return rc == 0 ? 0 : -1;
-}
-
 static int load_texts(cert_files_t *c)
 {
     c->pem_text = ts_read_file(c->pem, NULL);
@@ -89,7 +74,7 @@ static int make_ca(cert_files_t *c, const char *cn)
                        "-nodes", "-keyout", c->key, "-out", c->pem, "-days", "2", "-subj", subj,
                        "-addext", "basicConstraints=critical,CA:TRUE",
                        "-addext", "keyUsage=critical,keyCertSign,cRLSign", NULL};
-    return openssl(a) == 0 ? load_texts(c) : -1;
+    return ts_openssl(a) == 0 ? load_texts(c) : -1;
 }
 
 static int make_leaf(cert_files_t *c, const cert_files_t *ca, const char *cn, const char *ext,
@@ -110,7 +95,7 @@ static int make_leaf(cert_files_t *c, const cert_files_t *ca, const char *cn, co
                          "-nodes", "-keyout", c->key, "-out", csr, "-subj", subj, NULL};
     const char *sign[] = {"x509", "-req", "-in", csr, "-CA", ca->pem, "-CAkey", ca->key,
                           "-set_serial", serial, "-days", "2", "-out", c->pem, "-extfile", extfile, NULL};
-    if (openssl(req) != 0 || openssl(sign) != 0)
+    if (ts_openssl(req) != 0 || ts_openssl(sign) != 0)
         return -1;
     return load_texts(c);
 }

@@ -112,6 +112,10 @@ bool ts_wait_port_closed(uint16_t port, int timeout_ms);
  * malloc'd string. Returns the exit code (or -1; 128+sig when killed). */
 int ts_run_capture(const char *const argv[], int timeout_ms, char **output);
 
+/* Runs `openssl` with args (NULL-terminated, without "openssl"; at most 38)
+ * for test certificates. Returns 0, or -1 after printing its output. */
+int ts_openssl(const char *const args[]);
+
 /* ----------------------------------------------------------- nats-server */
 
 typedef struct ts_nats {

@@ -474,6 +474,21 @@ int ts_run_capture(const char *const argv[], int timeout_ms, char **output)
     return -1;
 }
 
+int ts_openssl(const char *const args[])
+{
+    const char *argv[40] = {"openssl"};
+    size_t n = 1;
+    for (size_t i = 0; args[i] && n + 1 < 40; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    char *out = NULL;
+    int rc = ts_run_capture(argv, 30000, &out);
+    if (rc != 0)
+        fprintf(stderr, "openssl %s failed (%d):\n%s\n", args[0], rc, out ? out : "");
+    free(out);
+    return rc == 0 ? 0 : -1;
+}
+
 void ts_ws_accept(const char *key, char out[32])
 {
     static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
