@@ -1110,6 +1110,7 @@ static const key_def_t key_table[] = {
     {"max_request_header_bytes", set_u32, OFF(max_request_header_bytes), 0, MIB, true},
     U32("max_request_headers", max_request_headers, UINT32_MAX),
     BOOL("disable_keep_alives", disable_keep_alives),
+    BOOL("splice_request_bodies", splice_request_bodies),
     U32("backends.max_conns", backends_max_conns, UINT32_MAX),
     U32("backends.max_attempts", backends_max_attempts, UINT32_MAX),
     {"balancing_algorithm", set_lb_algo, OFF(balancing_algorithm), 0, 0, false},
@@ -1301,6 +1302,7 @@ static cr_config_t *raw_defaults(void)
     c->max_request_header_bytes = 0;
     c->max_request_headers = 0;
     c->disable_keep_alives = false;
+    c->splice_request_bodies = false;
     c->backends_max_conns = 0;
     c->backends_max_attempts = 3;
     c->balancing_algorithm = CR_LB_ROUND_ROBIN;

@@ -57,6 +57,7 @@ typedef struct cr_config {
     int64_t endpoint_dial_timeout_ns;    /* endpoint_dial_timeout: 5s */
     int64_t frontend_idle_timeout_ns;    /* frontend_idle_timeout: 900s */
     int64_t read_header_timeout_ns;      /* read_header_timeout: 30s (gorouter 0 = none; crouter defends slowloris) */
+    bool splice_request_bodies;          /* splice_request_bodies: false (crouter only); true = large uploads go through a pipe */
     int64_t busy_poll_ns;                /* busy_poll: 50us (crouter only); 0 = a worker always blocks in epoll_wait */
     uint32_t max_request_header_bytes;   /* max_request_header_bytes: 0 => 1 MiB; clamped to 1 MiB */
     uint32_t max_request_headers;        /* max_request_headers: 0 => 200 */

@@ -33,6 +33,8 @@
 
 #define CR_BUF_SIZE            (16 * 1024)  /* pooled I/O buffer */
 #define CR_BUF_POOL_KEEP       512          /* free pooled buffers kept per worker */
+#define CR_BULK_BUF_SIZE       (64 * 1024)  /* a large upload's copying buffer (proxy.c) */
+#define CR_BULK_POOL_KEEP      32           /* free bulk buffers kept per worker */
 #define CR_RESP_MAX_HEAD       (64 * 1024)  /* response head limit (then 502) */
 #define CR_RESP_MAX_HEADERS    256
 #define CR_IDLE_PER_ENDPOINT   64           /* idle backend connections per address */
@@ -402,6 +404,7 @@ struct cr_worker {
     int64_t now_ns;               /* monotonic, refreshed after each epoll_wait */
     int64_t now_real_ns;
     int64_t busy_poll_ns;         /* cfg busy_poll: the longest non-blocking poll before sleeping */
+    bool splice_requests;         /* cfg splice_request_bodies */
     int64_t load_window_start_ns; /* start of the current CR_LOAD_WINDOW_NS window */
     int64_t load_window_work_ns;  /* time spent handling events in that window */
     bool busy_polling;            /* the last window was more than half work: poll before sleeping */
@@ -412,6 +415,8 @@ struct cr_worker {
     cr_upconn_t *free_ups;
     cr_upconn_t *reap_ups;
     char **free_bufs;             /* CR_BUF_SIZE buffers */
+    char *free_bulk[CR_BULK_POOL_KEEP]; /* CR_BULK_BUF_SIZE buffers */
+    uint32_t free_bulk_len;
     uint32_t free_bufs_len;
     uint32_t free_bufs_cap;
     cr_pipe_t free_pipes[CR_PIPE_POOL_KEEP]; /* empty pipes */

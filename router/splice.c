@@ -7,7 +7,10 @@
  * socket -> pipe -> socket instead: the kernel hands page references
  * along, crouter copies nothing, and a 256 KiB pipe (CR_PIPE_SIZE) moves
  * 16 times what a buffer does per call. Chunked bodies are still copied
- * (cr_chunked_scan must see them), and so is anything over TLS.
+ * (cr_chunked_scan must see them), and so is anything over TLS. Request
+ * bodies splice only with splice_request_bodies: true; by default they are
+ * copied through a 64 KiB buffer, which a backend on the same machine
+ * reads far more cheaply (DESIGN.md, "Uploads are copied").
  *
  * Backpressure stays: the source is spliced only into free pipe room and
  * the pipe empties only as fast as the destination takes it, so a

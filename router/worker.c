@@ -70,6 +70,8 @@ void cr_buf_release(cr_worker_t *w, cr_buf_t *b)
         return;
     if (b->cap == CR_BUF_SIZE && w->free_bufs_len < w->free_bufs_cap)
         w->free_bufs[w->free_bufs_len++] = b->data;
+    else if (b->cap == CR_BULK_BUF_SIZE && w->free_bulk_len < CR_BULK_POOL_KEEP)
+        w->free_bulk[w->free_bulk_len++] = b->data;
     else
         free(b->data);
     b->data = NULL;
@@ -80,7 +82,8 @@ void cr_buf_grow(cr_worker_t *w, cr_buf_t *b, uint32_t cap)
 {
     if (b->data && b->cap >= cap)
         return;
-    char *p = cr_xmalloc(cap);
+    char *p = cap == CR_BULK_BUF_SIZE && w->free_bulk_len > 0 ? w->free_bulk[--w->free_bulk_len]
+                                                               : cr_xmalloc(cap);
     uint32_t start = b->start, end = b->end;
     if (b->data) {
         memcpy(p, b->data, end);
@@ -596,6 +599,7 @@ static void *worker_main(void *arg)
     w->now_real_ns = cr_now_real_ns();
     w->wheel.cur_tick = w->now_ns >> CR_TICK_SHIFT;
     w->busy_poll_ns = rt->cfg->busy_poll_ns;
+    w->splice_requests = rt->cfg->splice_request_bodies;
     w->load_window_start_ns = w->now_ns;
     while (!atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
         if (!w->drained && atomic_load_explicit(&rt->draining, memory_order_acquire))
@@ -715,6 +719,8 @@ void cr_worker__destroy(cr_worker_t *w)
     }
     for (uint32_t i = 0; i < w->free_bufs_len; i++)
         free(w->free_bufs[i]);
+    for (uint32_t i = 0; i < w->free_bulk_len; i++)
+        free(w->free_bulk[i]);
     free(w->free_bufs);
     free(w);
 }

@@ -589,16 +589,19 @@ static void dying_route(fx_t *f, dying_t *d, int mode, const char *host)
     assert_true(ts_crouter_wait_route(&f->cr, host, 1, 10000));
 }
 
-/* Large Content-Length bodies are spliced through a pipe (router/splice.c).
- * A backend that dies in the middle of one, either way: the client sees the
- * download cut short (every byte it got correct) or the upload answered 502
- * or closed; crouter releases the connections and the pipe (a pipe with
- * bytes left is closed, not pooled) and keeps serving. */
-static void test_backend_dies_mid_spliced_download_and_upload(void **state)
+/* Large Content-Length bodies: downloads are spliced through a pipe
+ * (router/splice.c); uploads are copied through a 64 KiB bulk buffer, or
+ * spliced with splice_request_bodies: true. A good 8 MiB upload first shows
+ * which: a spliced one leaves its pipe (two fds) pooled, a copied one opens
+ * none.
+ * Then a backend that dies in the middle of a large body, either way: the
+ * client sees the download cut short (every byte it got correct) or the
+ * upload answered 502 or closed; crouter releases the connections and the
+ * pipe (a pipe with bytes left is closed, not pooled) and keeps serving. */
+static void backend_dies_mid_large_body(fx_t *f, bool splice_uploads)
 {
-    fx_t *f = *state;
     /* One worker: the fd count compares one pipe pool and one idle pool. */
-    start_crouter(f, "workers: 1\n");
+    start_crouter(f, splice_uploads ? "workers: 1\nsplice_request_bodies: true\n" : "workers: 1\n");
     ts_backend_t *ok = backend(f, "ok", NULL);
     dying_t dl, ul;
     dying_start(&dl, DYING_DOWNLOAD);
@@ -611,8 +614,26 @@ static void test_backend_dies_mid_spliced_download_and_upload(void **state)
     assert_true(ts_crouter_wait_route(&f->cr, "dl.dying.example.com", 1, 10000));
     assert_true(ts_crouter_wait_route(&f->cr, "ul.dying.example.com", 1, 10000));
     assert_true(ts_crouter_wait_route(&f->cr, "ok.dying.example.com", 1, 10000));
-    /* A spliced download first, so the pool has its pipe before counting. */
     ts_resp_t r;
+    int pipe_fds0 = ts_count_pipe_fds(f->cr.pid); /* libraries' own (libmicrohttpd's) */
+    ts_req_t good_up = {.host = "ok.dying.example.com", .path = "/sum", .upload_pattern_len = 8u << 20,
+                        .timeout_ms = 20000};
+    assert_int_equal(ts_http(NULL, f->cr.port, &good_up, &r), 0);
+    assert_int_equal(r.status, 200);
+    json_t *echo = ts_resp_json(&r);
+    assert_non_null(echo);
+    assert_int_equal(json_integer_value(json_object_get(echo, "body_len")), 8u << 20);
+    char want_fnv[24];
+    snprintf(want_fnv, sizeof want_fnv, "%016llx", (unsigned long long)ts_pattern_fnv(8u << 20));
+    assert_string_equal(ts_echo_str(echo, "body_fnv"), want_fnv);
+    json_decref(echo);
+    ts_resp_free(&r);
+    int pipe_fds_after_upload = ts_count_pipe_fds(f->cr.pid);
+    if (splice_uploads)
+        assert_int_equal(pipe_fds_after_upload, pipe_fds0 + 2);
+    else
+        assert_int_equal(pipe_fds_after_upload, pipe_fds0);
+    /* A spliced download, so the pool has its pipe before counting. */
     ts_req_t big = {.host = "ok.dying.example.com", .path = "/download?bytes=1048576", .sink_checksum = true};
     assert_int_equal(ts_http(NULL, f->cr.port, &big, &r), 0);
     assert_int_equal(r.status, 200);
@@ -657,9 +678,10 @@ static void test_backend_dies_mid_spliced_download_and_upload(void **state)
     while (ts_now_ms() < deadline && (open1 = varz_int(&f->cr, "client_connections_open")) != open0)
         ts_sleep_ms(20);
     int fds1 = count_fds(f->cr.pid);
-    printf("faults: backend dying mid-splice x%d: downloads cut at %zu-%zu of 8388608 bytes (all correct), "
-           "uploads 502 %d / closed %d; client_connections_open %lld -> %lld; crouter fds %d -> %d\n",
-           ROUNDS, got_min, got_max, answered502, closed, (long long)open0, (long long)open1, fds0, fds1);
+    printf("faults: backend dying mid-body x%d (uploads %s): downloads cut at %zu-%zu of 8388608 bytes "
+           "(all correct), uploads 502 %d / closed %d; client_connections_open %lld -> %lld; crouter fds %d -> %d\n",
+           ROUNDS, splice_uploads ? "spliced" : "copied", got_min, got_max, answered502, closed,
+           (long long)open0, (long long)open1, fds0, fds1);
     dying_stop(&dl);
     dying_stop(&ul);
     assert_int_equal(atomic_load(&dl.served), ROUNDS);
@@ -667,6 +689,16 @@ static void test_backend_dies_mid_spliced_download_and_upload(void **state)
     assert_int_equal(open1, open0);
     assert_true(fds1 <= fds0 + 2);
     assert_true(ts_crouter_alive(&f->cr));
+}
+
+static void test_backend_dies_mid_spliced_download_and_upload(void **state)
+{
+    backend_dies_mid_large_body(*state, true);
+}
+
+static void test_backend_dies_mid_spliced_download_and_copied_upload(void **state)
+{
+    backend_dies_mid_large_body(*state, false);
 }
 
 /* A spliced response reads exactly Content-Length bytes from the backend,
@@ -900,6 +932,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_client_gone_mid_upload_and_mid_download_releases_backend, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_backend_dies_mid_spliced_download_and_upload, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_backend_dies_mid_spliced_download_and_copied_upload, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_backend_bytes_after_spliced_body_not_reused, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_backend_bytes_after_copied_response_not_reused, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_registration_churn_does_not_fail_stable_routes, fx_setup, fx_teardown),

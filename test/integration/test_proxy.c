@@ -919,45 +919,28 @@ static void test_16mib_download_chunked_and_content_length_checksums(void **stat
     }
 }
 
-/* Pipe fds crouter holds beyond 0-2: the pooled splice pipes (splice.c). */
-static int count_pipe_fds(pid_t pid)
-{
-    char dir[64], path[96], link[64];
-    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
-    int n = 0;
-    for (int fd = 3; fd < 4096; fd++) {
-        snprintf(path, sizeof path, "%s/%d", dir, fd);
-        ssize_t l = readlink(path, link, sizeof link - 1);
-        if (l > 0) {
-            link[l] = '\0';
-            n += strncmp(link, "pipe:", 5) == 0;
-        }
-    }
-    return n;
-}
-
 static long backend_connections(const ts_backend_t *b); /* below */
 
-/* Large Content-Length bodies between plain sockets are spliced through a
- * pipe (router/splice.c). On one client connection: a 4 MiB download, a
- * 4 MiB upload with a small GET pipelined behind it in the same write (the
- * splice must stop at the body's end and leave the GET in the socket),
- * then a small request and another download. Every body is checked, the
- * backend connection is reused throughout, and crouter keeps its pipe
- * pooled afterwards. */
-static void test_spliced_bodies_keep_alive_reuse_and_pipelining(void **state)
+/* Large Content-Length bodies between plain sockets: downloads are spliced
+ * through a pipe (router/splice.c), uploads copied through a 64 KiB bulk
+ * buffer, or spliced too with splice_request_bodies: true. On one client
+ * connection to cr: a 4 MiB download, a 4 MiB upload with a small GET
+ * pipelined behind it in the same write (the body must end at its
+ * Content-Length and leave the GET for the next exchange), then a small
+ * request and another download. Every body is checked, the backend
+ * connection is reused throughout, and crouter keeps its pipe pooled
+ * afterwards. */
+static void large_bodies_on_one_connection(const ts_crouter_t *cr, const char *label)
 {
-    (void)state;
     reg("splice.example.com", &g_b[2], NULL, NULL, NULL);
-    wait_route(&g_cr, "splice.example.com", 1);
+    wait_route(cr, "splice.example.com", 1);
     const uint64_t len = 4u * 1024 * 1024;
     ts_conn_t c;
     ts_resp_t r;
     /* Warm one pooled backend connection, then count from there. */
-    hit(g_cr.port, "splice.example.com", "/warm", 200);
+    hit(cr->port, "splice.example.com", "/warm", 200);
     long conns0 = backend_connections(&g_b[2]);
-    assert_int_equal(ts_conn_open(&c, g_cr.port), 0);
-
+    assert_int_equal(ts_conn_open(&c, cr->port), 0);
     assert_int_equal(ts_conn_send_str(&c, "GET /download?bytes=4194304 HTTP/1.1\r\n"
                                           "Host: splice.example.com\r\n\r\n"), 0);
     assert_int_equal(ts_conn_read_response(&c, &r, false, 30000), 0);
@@ -1007,12 +990,29 @@ static void test_spliced_bodies_keep_alive_reuse_and_pipelining(void **state)
     ts_conn_close(&c);
 
     long conns1 = backend_connections(&g_b[2]);
-    int pipes = count_pipe_fds(g_cr.pid);
-    printf("proxy: spliced 4 MiB down, 4 MiB up + pipelined GET, 1 MiB down on one connection: "
-           "backend connections +%ld, crouter pipe fds %d\n", conns1 - conns0 - 1, pipes);
+    int pipes = ts_count_pipe_fds(cr->pid);
+    printf("proxy (%s): 4 MiB down, 4 MiB up + pipelined GET, 1 MiB down on one connection: "
+           "backend connections +%ld, crouter pipe fds %d\n", label, conns1 - conns0 - 1, pipes);
     /* /count itself is one connection; the exchanges above reused one. */
     assert_true(conns1 - conns0 - 1 <= 1);
     assert_true(pipes >= 2);
+}
+
+
+static void test_large_bodies_keep_alive_reuse_and_pipelining(void **state)
+{
+    (void)state;
+    large_bodies_on_one_connection(&g_cr, "upload copied");
+}
+
+/* The same with spliced uploads, on a crouter of its own. */
+static void test_spliced_uploads_keep_alive_reuse_and_pipelining(void **state)
+{
+    (void)state;
+    ts_crouter_t spl;
+    assert_int_equal(ts_crouter_start(&spl, &g_nats, "splice_request_bodies: true\n"), 0);
+    large_bodies_on_one_connection(&spl, "upload spliced");
+    assert_true(ts_crouter_stop_clean(&spl, 15000));
 }
 
 static long rss_kib(pid_t pid)
@@ -1672,7 +1672,8 @@ int main(void)
         T(test_pipelined_requests_answered_in_order),
         T(test_16mib_upload_chunked_and_content_length_checksums),
         T(test_16mib_download_chunked_and_content_length_checksums),
-        T(test_spliced_bodies_keep_alive_reuse_and_pipelining),
+        T(test_large_bodies_keep_alive_reuse_and_pipelining),
+        T(test_spliced_uploads_keep_alive_reuse_and_pipelining),
         T(test_spliced_download_to_stalled_client_holds_no_body),
         T(test_streaming_echo_both_directions),
         T(test_expect_100_continue),

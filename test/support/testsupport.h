@@ -98,6 +98,9 @@ bool ts_process_exited(pid_t pid, int *status);
  * or -1 on timeout (the process is left running). */
 int ts_wait_process(pid_t pid, int timeout_ms);
 
+/* Pipe fds pid holds beyond 0-2 (crouter's splice pipes: two per pipe). */
+int ts_count_pipe_fds(pid_t pid);
+
 /* Kills every registered process (SIGKILL) and reaps them. Also the
  * atexit/signal hook. */
 void ts_kill_all(void);

@@ -332,6 +332,21 @@ bool ts_process_exited(pid_t pid, int *status)
     return false;
 }
 
+int ts_count_pipe_fds(pid_t pid)
+{
+    char path[96], link[64];
+    int n = 0;
+    for (int fd = 3; fd < 4096; fd++) {
+        snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)pid, fd);
+        ssize_t l = readlink(path, link, sizeof link - 1);
+        if (l > 0) {
+            link[l] = '\0';
+            n += strncmp(link, "pipe:", 5) == 0;
+        }
+    }
+    return n;
+}
+
 int ts_wait_process(pid_t pid, int timeout_ms)
 {
     int64_t deadline = ts_now_ms() + timeout_ms;

@@ -84,6 +84,7 @@ static void assert_all_defaults(const cr_config_t *c)
     assert_int_equal(c->frontend_idle_timeout_ns, 900 * S_NS);
     assert_int_equal(c->read_header_timeout_ns, 30 * S_NS);
     assert_int_equal(c->busy_poll_ns, 50 * 1000);
+    assert_false(c->splice_request_bodies);
     assert_int_equal(c->max_request_header_bytes, MIB);
     assert_int_equal(c->max_request_headers, 200);
     assert_false(c->disable_keep_alives);
@@ -659,6 +660,15 @@ static void test_drain_timeout_zero_follows_endpoint_timeout(void **state)
     cr_config_destroy(c);
 }
 
+static void test_splice_request_bodies_is_a_bool(void **state)
+{
+    (void)state;
+    cr_config_t *c = load("splice_request_bodies: true\n");
+    assert_true(c->splice_request_bodies);
+    cr_config_destroy(c);
+    assert_load_fails("splice_request_bodies: often\n", "t.yml:1: splice_request_bodies: expected true or false");
+}
+
 static void test_busy_poll_is_a_duration_of_at_most_1ms(void **state)
 {
     (void)state;
@@ -865,6 +875,7 @@ int main(void)
         cmocka_unit_test(test_stale_threshold_is_raised_to_start_response_delay),
         cmocka_unit_test(test_drain_timeout_zero_follows_endpoint_timeout),
         cmocka_unit_test(test_busy_poll_is_a_duration_of_at_most_1ms),
+        cmocka_unit_test(test_splice_request_bodies_is_a_bool),
         cmocka_unit_test(test_anchors_aliases_and_merge_keys_work),
         cmocka_unit_test(test_alias_bomb_fails_quickly),
         cmocka_unit_test(test_only_the_first_document_counts),
