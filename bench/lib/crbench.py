@@ -451,7 +451,7 @@ def measure(name, workload, url, proxy_pid, backend_pid, logdir, tmp, seconds, r
                            conns=conns, round=rnd, quiet_wait=0)
     env = dict(os.environ, BENCH_HOST=host, BENCH_COOKIE="")
     for k in ("BENCH_CLOSE", "BENCH_METHOD", "BENCH_BODY_BYTES", "BENCH_HOSTS_N",
-              "BENCH_HOSTS_FIRST", "BENCH_STOP_AFTER"):
+              "BENCH_HOSTS_FIRST", "BENCH_HOSTS_MOD", "BENCH_STOP_AFTER"):
         env.pop(k, None)
     env.update(env_extra or {})
     if warmup:

@@ -6,8 +6,11 @@
 --   BENCH_CLOSE=1          send "Connection: close": a new connection per request
 --   BENCH_METHOD=POST      request method
 --   BENCH_BODY_BYTES=N     a request body of N bytes (Content-Length)
---   BENCH_HOSTS_N=N        each request picks Host "r<i>.scale.local", i random in
---   BENCH_HOSTS_FIRST=K    [K, K+N) (per-request Lua, so compare runs that both use it)
+--   BENCH_HOSTS_N=N        each request is one of N pre-formatted requests, picked at
+--   BENCH_HOSTS_FIRST=K    random: i in [K, K+N), path "/q<i>", Host "r<i>.scale.local"
+--   BENCH_HOSTS_MOD=M      (per-request Lua, so compare runs that both use it); with M,
+--                          Host "r<K + (i-K) mod M>.scale.local": N distinct requests
+--                          over M hosts, so wrk's own work is that of N hosts
 --   BENCH_STOP_AFTER=N     each wrk thread stops after N responses (a fixed count;
 --                          wrk itself still runs for its -d, idle after that)
 --   BENCH_HEADER="N: v"    one more request header (bench/persistence's header mode)
@@ -34,14 +37,17 @@ end
 
 local hosts_n = tonumber(os.getenv("BENCH_HOSTS_N") or "0")
 local hosts_first = tonumber(os.getenv("BENCH_HOSTS_FIRST") or "0")
+local hosts_mod = tonumber(os.getenv("BENCH_HOSTS_MOD") or "0")
 if hosts_n > 0 then
    local reqs = {}
    function init(args)
       math.randomseed(os.time() + math.floor(os.clock() * 1e6))
       for i = 1, hosts_n do
          local h = wrk.headers
-         h["Host"] = string.format("r%d.scale.local", hosts_first + i - 1)
-         reqs[i] = wrk.format(nil, nil, h)
+         local host_i = i - 1
+         if hosts_mod > 0 then host_i = host_i % hosts_mod end
+         h["Host"] = string.format("r%d.scale.local", hosts_first + host_i)
+         reqs[i] = wrk.format(nil, string.format("/q%d", hosts_first + i - 1), h)
       end
    end
    function request()
