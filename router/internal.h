@@ -49,7 +49,7 @@
 #define CR_PIPE_SIZE           (256 * 1024) /* asked of F_SETPIPE_SZ: the bytes one pipe holds */
 #define CR_PIPE_MIN_SIZE       (64 * 1024)  /* a smaller pipe (pipe quota reached) is not used */
 #define CR_PIPE_POOL_KEEP      64           /* empty pipes kept per worker */
-#define CR_PIPES_PER_WORKER    1024         /* pipes open per worker; beyond, bodies are copied */
+#define CR_PIPES_PER_WORKER    1024         /* pipes open per worker at most (cr_pipe_limit) */
 
 /* --- Timers: a hashed wheel with embedded entries -------------------------- */
 
@@ -422,6 +422,7 @@ struct cr_worker {
     cr_pipe_t free_pipes[CR_PIPE_POOL_KEEP]; /* empty pipes */
     uint32_t free_pipes_len;
     uint32_t pipes_open;          /* pooled and in use */
+    uint32_t pipes_max;           /* cr_pipe_limit() at start; beyond, bodies are copied */
     cr_upconn_t *idle_buckets[CR_IDLE_BUCKETS];
     cr_upconn_t *idle_head, *idle_tail;
     uint32_t idle_count;
@@ -470,6 +471,9 @@ void cr_pipe_release(cr_worker_t *w, cr_pipe_t *p);
 void cr_pipe_close(cr_worker_t *w, cr_pipe_t *p);
 /* Closes the worker's pooled pipes. */
 void cr_pipe_close_pool(cr_worker_t *w);
+/* Pipes one worker may hold open: a quarter of the fd limit nofile shared by
+ * workers (two fds a pipe), at most CR_PIPES_PER_WORKER. */
+uint32_t cr_pipe_limit(uint64_t nofile, uint32_t workers);
 
 /* Timers. */
 void cr_timer_arm(cr_worker_t *w, cr_timer_t *t, int64_t deadline_ns);

@@ -34,7 +34,7 @@
  *
  * Pipes: one per splicing exchange (cr_conn_t.pipe, one direction at a
  * time: a response splices only after its request was sent), from a
- * per-worker pool of empty pipes (CR_PIPE_POOL_KEEP kept, CR_PIPES_PER_WORKER
+ * per-worker pool of empty pipes (CR_PIPE_POOL_KEEP kept, cr_pipe_limit()
  * open at most, then bodies are copied). Only a pipe whose body ended
  * goes back to the pool; the pipe of an aborted body or of a connection
  * that closes is closed.
@@ -60,7 +60,7 @@ static bool pipe_get(cr_worker_t *w, cr_pipe_t *p)
         p->open = true;
         return true;
     }
-    if (w->pipes_open >= CR_PIPES_PER_WORKER)
+    if (w->pipes_open >= w->pipes_max)
         return false;
     int fds[2];
     if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0)
@@ -84,6 +84,15 @@ static bool pipe_get(cr_worker_t *w, cr_pipe_t *p)
     p->open = true;
     w->pipes_open++;
     return true;
+}
+
+uint32_t cr_pipe_limit(uint64_t nofile, uint32_t workers)
+{
+    /* Pipes take at most a quarter of the descriptors: the rest is for
+     * client and backend sockets, which a pipe shortage only slows (the
+     * body is copied) but an fd shortage refuses. */
+    uint64_t per_worker = nofile / 4 / 2 / (workers ? workers : 1);
+    return per_worker < CR_PIPES_PER_WORKER ? (uint32_t)per_worker : CR_PIPES_PER_WORKER;
 }
 
 void cr_pipe_release(cr_worker_t *w, cr_pipe_t *p)
