@@ -797,7 +797,9 @@ static enum MHD_Result respond_health(const cr_status_server_t *srv, struct MHD_
  * (one per connection, ended with it, since every response closes) runs at
  * ROUTES_NICE so that on a busy machine the proxy workers come first: a dump
  * then takes longer instead of stretching request latency. /health never
- * comes here. */
+ * comes here. The dump is one registry read section, so while it runs the
+ * entries that route changes replace wait for it to be freed: a slower dump
+ * holds more of them (the churn of those seconds), never a lookup. */
 static void lower_thread_priority(void)
 {
     /* Per thread on Linux: PRIO_PROCESS with a thread id. */

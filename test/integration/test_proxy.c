@@ -1005,14 +1005,93 @@ static void test_large_bodies_keep_alive_reuse_and_pipelining(void **state)
     large_bodies_on_one_connection(&g_cr, "upload copied");
 }
 
-/* The same with spliced uploads, on a crouter of its own. */
+/* Sends a POST /sum with pad_bytes of X-Pad header and body_len pattern
+ * bytes, framed by before and after (whole requests, may be ""), in one
+ * write on c. */
+static void send_upload_between(ts_conn_t *c, const char *before, size_t pad_bytes, uint64_t body_len,
+                                const char *after)
+{
+    size_t bl = strlen(before), al = strlen(after);
+    size_t cap = bl + pad_bytes + 256 + body_len + al;
+    unsigned char *msg = malloc(cap);
+    assert_non_null(msg);
+    memcpy(msg, before, bl);
+    size_t n = bl;
+    n += (size_t)snprintf((char *)msg + n, cap - n, "POST /sum HTTP/1.1\r\nHost: splice.example.com\r\nX-Pad: ");
+    memset(msg + n, 'p', pad_bytes);
+    n += pad_bytes;
+    n += (size_t)snprintf((char *)msg + n, cap - n, "\r\nContent-Length: %llu\r\n\r\n",
+                          (unsigned long long)body_len);
+    ts_pattern_fill(msg + n, 0, body_len);
+    n += body_len;
+    memcpy(msg + n, after, al);
+    assert_int_equal(ts_conn_send(c, msg, n + al), 0);
+    free(msg);
+}
+
+/* Reads one echo response from c: status 200, target, body length and FNV. */
+static void expect_echo(ts_conn_t *c, const char *target, uint64_t body_len)
+{
+    ts_resp_t r;
+    assert_int_equal(ts_conn_read_response(c, &r, false, 30000), 0);
+    assert_int_equal(r.status, 200);
+    json_t *echo = ts_resp_json(&r);
+    assert_non_null(echo);
+    assert_string_equal(ts_echo_str(echo, "target"), target);
+    assert_int_equal(json_integer_value(json_object_get(echo, "body_len")), body_len);
+    if (body_len > 0) {
+        char want_fnv[24];
+        snprintf(want_fnv, sizeof want_fnv, "%016llx", (unsigned long long)ts_pattern_fnv(body_len));
+        assert_string_equal(ts_echo_str(echo, "body_fnv"), want_fnv);
+    }
+    json_decref(echo);
+    ts_resp_free(&r);
+}
+
+/* The same with spliced uploads, on a crouter of its own: an upload first,
+ * which leaves its pipe (two fds) pooled, then the sequence. */
 static void test_spliced_uploads_keep_alive_reuse_and_pipelining(void **state)
 {
     (void)state;
     ts_crouter_t spl;
     assert_int_equal(ts_crouter_start(&spl, &g_nats, "splice_request_bodies: true\n"), 0);
+    reg("splice.example.com", &g_b[2], NULL, NULL, NULL);
+    wait_route(&spl, "splice.example.com", 1);
+    int pipes0 = ts_count_pipe_fds(spl.pid);
+    ts_conn_t c;
+    assert_int_equal(ts_conn_open(&c, spl.port), 0);
+    send_upload_between(&c, "", 0, 1u << 20, "");
+    expect_echo(&c, "/sum", 1u << 20);
+    ts_conn_close(&c);
+    assert_int_equal(ts_count_pipe_fds(spl.pid), pipes0 + 2);
     large_bodies_on_one_connection(&spl, "upload spliced");
     assert_true(ts_crouter_stop_clean(&spl, 15000));
+}
+
+/* The bulk buffer of a copied upload is set up where the head is parsed:
+ * with a request before it in the same buffer (the head is moved to the
+ * front first), and with a 20 KiB head that already needed a bigger buffer
+ * (default max_request_header_bytes, so a crouter of its own). Every
+ * request is answered in order and every body arrives whole. */
+static void test_large_upload_behind_pipelined_request_and_after_big_head(void **state)
+{
+    (void)state;
+    ts_crouter_t cr;
+    assert_int_equal(ts_crouter_start(&cr, &g_nats, NULL), 0);
+    reg("splice.example.com", &g_b[2], NULL, NULL, NULL);
+    wait_route(&cr, "splice.example.com", 1);
+    ts_conn_t c;
+    assert_int_equal(ts_conn_open(&c, cr.port), 0);
+    send_upload_between(&c, "GET /first HTTP/1.1\r\nHost: splice.example.com\r\n\r\n", 0, 3u << 20,
+                        "GET /after HTTP/1.1\r\nHost: splice.example.com\r\n\r\n");
+    expect_echo(&c, "/first", 0);
+    expect_echo(&c, "/sum", 3u << 20);
+    expect_echo(&c, "/after", 0);
+    send_upload_between(&c, "", 20 * 1024, 256 * 1024, "GET /after-big-head HTTP/1.1\r\nHost: splice.example.com\r\n\r\n");
+    expect_echo(&c, "/sum", 256 * 1024);
+    expect_echo(&c, "/after-big-head", 0);
+    ts_conn_close(&c);
+    assert_true(ts_crouter_stop_clean(&cr, 15000));
 }
 
 static long rss_kib(pid_t pid)
@@ -1674,6 +1753,7 @@ int main(void)
         T(test_16mib_download_chunked_and_content_length_checksums),
         T(test_large_bodies_keep_alive_reuse_and_pipelining),
         T(test_spliced_uploads_keep_alive_reuse_and_pipelining),
+        T(test_large_upload_behind_pipelined_request_and_after_big_head),
         T(test_spliced_download_to_stalled_client_holds_no_body),
         T(test_streaming_echo_both_directions),
         T(test_expect_100_continue),
