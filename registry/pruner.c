@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <urcu/urcu-memb.h>
+
 #include "common/clock.h"
 #include "common/defs.h"
 #include "common/log.h"
@@ -55,6 +57,10 @@ static void *run(void *arg)
     /* Per thread on Linux: PRIO_PROCESS with a thread id. */
     if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19) != 0)
         CR_DEBUG(COMPONENT, "could not lower the pruner's priority");
+    /* A new thread inherits its creator's nice value. */
+    struct call_rcu_data *frees = urcu_memb_create_call_rcu_data(0, -1);
+    if (frees)
+        urcu_memb_set_thread_call_rcu_data(frees);
 
     pthread_mutex_lock(&pr->mu);
     for (;;) {
@@ -84,6 +90,11 @@ static void *run(void *arg)
         pthread_mutex_lock(&pr->mu);
     }
     pthread_mutex_unlock(&pr->mu);
+    if (frees) {
+        /* Pending callbacks move to the default call_rcu thread. */
+        urcu_memb_set_thread_call_rcu_data(NULL);
+        urcu_memb_call_rcu_data_free(frees);
+    }
     cr_registry_reader_thread_unregister();
     return NULL;
 }

@@ -403,8 +403,12 @@ static void publish_pool(route_node_t *r, cr_pool_t *np)
 
 /* --- writers' helpers (mutex held, in a read section) ----------------- */
 
-/* Logs a route change (event is "route-registered" or "route-unregistered"),
- * rate-limited at info level (ROUTE_LOG_INTERVAL_NS). */
+/* Logs a route change (event is "route-registered", "route-unregistered" or
+ * "route-pruned"), rate-limited at info level (ROUTE_LOG_INTERVAL_NS): a
+ * mass prune of 100,000 routes wrote 100,000 lines in one cycle and, through
+ * the kernel's file writing, raised the request p99 of that second from ~2.2
+ * to ~3.4 ms (bench/scale prune; 2.8 with the lines rate-limited). Each
+ * cycle still logs its total ("pruned-endpoints count=N"). */
 static void log_route_event(cr_registry_t *reg, const char *event, const char *key)
 {
     if (cr_log_enabled(CR_LOG_DEBUG)) {
@@ -971,7 +975,7 @@ static size_t prune_route(cr_registry_t *reg, route_node_t *r, int64_t now_ns)
     publish_pool(r, cr_registry__pool_create(keep, n));
     free(keep);
     if (n == 0) {
-        CR_INFO(COMPONENT, "route-pruned route=%s", r->pub.key);
+        log_route_event(reg, "route-pruned", r->pub.key);
         route_emptied(reg, r, now_ns);
     }
     return removed;
