@@ -50,6 +50,18 @@ static struct timespec deadline_after(int64_t ns)
     return ts;
 }
 
+/* The call_rcu thread for what pruners free: one per process, created by
+ * the first pruner thread (a new thread inherits its creator's nice value)
+ * and kept, like liburcu's default one (call_rcu_data_free would stop its
+ * thread without joining it). */
+static struct call_rcu_data *prune_frees;
+static pthread_once_t prune_frees_once = PTHREAD_ONCE_INIT;
+
+static void create_prune_frees(void)
+{
+    prune_frees = urcu_memb_create_call_rcu_data(0, -1);
+}
+
 static void *run(void *arg)
 {
     cr_pruner_t *pr = arg;
@@ -57,10 +69,9 @@ static void *run(void *arg)
     /* Per thread on Linux: PRIO_PROCESS with a thread id. */
     if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19) != 0)
         CR_DEBUG(COMPONENT, "could not lower the pruner's priority");
-    /* A new thread inherits its creator's nice value. */
-    struct call_rcu_data *frees = urcu_memb_create_call_rcu_data(0, -1);
-    if (frees)
-        urcu_memb_set_thread_call_rcu_data(frees);
+    pthread_once(&prune_frees_once, create_prune_frees);
+    if (prune_frees)
+        urcu_memb_set_thread_call_rcu_data(prune_frees);
 
     pthread_mutex_lock(&pr->mu);
     for (;;) {
@@ -90,11 +101,6 @@ static void *run(void *arg)
         pthread_mutex_lock(&pr->mu);
     }
     pthread_mutex_unlock(&pr->mu);
-    if (frees) {
-        /* Pending callbacks move to the default call_rcu thread. */
-        urcu_memb_set_thread_call_rcu_data(NULL);
-        urcu_memb_call_rcu_data_free(frees);
-    }
     cr_registry_reader_thread_unregister();
     return NULL;
 }
