@@ -8,7 +8,11 @@
  * The thread runs at nice 19: a prune of 100,000 endpoints is ~0.1 s of CPU,
  * and on a saturated machine that CPU came out of the workers (request p99
  * 4.1 vs 2.2 ms in bench/scale's prune window at nice 0). Lookups never
- * wait for it (RCU), so only its CPU share matters.
+ * wait for it (RCU), so only its CPU share matters. The same goes for
+ * freeing what it removed: its call_rcu callbacks go to a call_rcu thread
+ * of the pruners' own (one per process), created from a pruner thread and
+ * so at nice 19 too, not to liburcu's default one, which frees for the
+ * NATS thread at normal priority.
  * Threads: its own (registered with RCU by the registry on first use);
  * start/stop from the main thread. Owns: the thread.
  */
