@@ -544,9 +544,9 @@ static bool has_newline(const cr_buf_t *b, uint32_t from)
  * spliced (splice_request_bodies is off, or the client is on TLS; a body
  * that was to splice but falls back to copying, for a TLS backend or no
  * free pipe, keeps the 16 KiB buffer: nothing may move once the head's
- * slices are in use). recv/send of 64 KiB instead of 16 KiB make a quarter of the
- * syscalls and hand the backend 64 KiB segments; see "Large bodies" in
- * DESIGN.md for why uploads are copied rather than spliced by default. */
+ * slices are in use). recv/send of 64 KiB instead of 16 KiB make a quarter
+ * of the syscalls and hand the backend 64 KiB segments; see "Large bodies"
+ * in DESIGN.md for why uploads are copied rather than spliced by default. */
 static bool wants_bulk_buffer(const cr_conn_t *c, const cr_buf_t *b)
 {
     const cr_http_request_t *req = &c->ex.req;
