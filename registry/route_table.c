@@ -405,10 +405,10 @@ static void publish_pool(route_node_t *r, cr_pool_t *np)
 
 /* Logs a route change (event is "route-registered", "route-unregistered" or
  * "route-pruned"), rate-limited at info level (ROUTE_LOG_INTERVAL_NS): a
- * mass prune of 100,000 routes wrote 100,000 lines in one cycle and, through
- * the kernel's file writing, raised the request p99 of that second from ~2.2
- * to ~3.4 ms (bench/scale prune; 2.8 with the lines rate-limited). Each
- * cycle still logs its total ("pruned-endpoints count=N"). */
+ * mass prune of 100,000 routes wrote 100,000 lines (one write(2) each) in
+ * one cycle, and the request p99 of that second rose from ~2.2 to ~3.4 ms
+ * (bench/scale prune; ~2.8 with the lines rate-limited). Each cycle still
+ * logs its total ("pruned-endpoints count=N"). */
 static void log_route_event(cr_registry_t *reg, const char *event, const char *key)
 {
     if (cr_log_enabled(CR_LOG_DEBUG)) {
