@@ -921,90 +921,6 @@ static void test_16mib_download_chunked_and_content_length_checksums(void **stat
 
 static long backend_connections(const ts_backend_t *b); /* below */
 
-/* Large Content-Length bodies between plain sockets: downloads are spliced
- * through a pipe (router/splice.c), uploads copied through a 64 KiB bulk
- * buffer, or spliced too with splice_request_bodies: true. On one client
- * connection to cr: a 4 MiB download, a 4 MiB upload with a small GET
- * pipelined behind it in the same write (the body must end at its
- * Content-Length and leave the GET for the next exchange), then a small
- * request and another download. Every body is checked, the backend
- * connection is reused throughout, and crouter keeps its pipe pooled
- * afterwards. */
-static void large_bodies_on_one_connection(const ts_crouter_t *cr, const char *label)
-{
-    reg("splice.example.com", &g_b[2], NULL, NULL, NULL);
-    wait_route(cr, "splice.example.com", 1);
-    const uint64_t len = 4u * 1024 * 1024;
-    ts_conn_t c;
-    ts_resp_t r;
-    /* Warm one pooled backend connection, then count from there. */
-    hit(cr->port, "splice.example.com", "/warm", 200);
-    long conns0 = backend_connections(&g_b[2]);
-    assert_int_equal(ts_conn_open(&c, cr->port), 0);
-    assert_int_equal(ts_conn_send_str(&c, "GET /download?bytes=4194304 HTTP/1.1\r\n"
-                                          "Host: splice.example.com\r\n\r\n"), 0);
-    assert_int_equal(ts_conn_read_response(&c, &r, false, 30000), 0);
-    assert_int_equal(r.status, 200);
-    assert_int_equal(r.body_len, len);
-    assert_true(r.body_fnv == ts_pattern_fnv(len));
-    ts_resp_free(&r);
-
-    char head[160];
-    int hl = snprintf(head, sizeof head, "POST /sum HTTP/1.1\r\nHost: splice.example.com\r\n"
-                                         "Content-Length: %llu\r\n\r\n", (unsigned long long)len);
-    static const char next[] = "GET /after-upload HTTP/1.1\r\nHost: splice.example.com\r\n\r\n";
-    size_t total = (size_t)hl + len + sizeof next - 1;
-    unsigned char *msg = malloc(total);
-    assert_non_null(msg);
-    memcpy(msg, head, (size_t)hl);
-    ts_pattern_fill(msg + hl, 0, len);
-    memcpy(msg + hl + len, next, sizeof next - 1);
-    assert_int_equal(ts_conn_send(&c, msg, total), 0);
-    free(msg);
-    assert_int_equal(ts_conn_read_response(&c, &r, false, 30000), 0);
-    assert_int_equal(r.status, 200);
-    json_t *echo = ts_resp_json(&r);
-    assert_non_null(echo);
-    assert_int_equal(json_integer_value(json_object_get(echo, "body_len")), len);
-    char want_fnv[24];
-    snprintf(want_fnv, sizeof want_fnv, "%016llx", (unsigned long long)ts_pattern_fnv(len));
-    assert_string_equal(ts_echo_str(echo, "body_fnv"), want_fnv);
-    json_decref(echo);
-    ts_resp_free(&r);
-    assert_int_equal(ts_conn_read_response(&c, &r, false, 10000), 0);
-    assert_int_equal(r.status, 200);
-    echo = ts_resp_json(&r);
-    assert_non_null(echo);
-    assert_string_equal(ts_echo_str(echo, "target"), "/after-upload");
-    assert_int_equal(json_integer_value(json_object_get(echo, "body_len")), 0);
-    json_decref(echo);
-    ts_resp_free(&r);
-
-    assert_int_equal(ts_conn_send_str(&c, "GET /download?bytes=1048576 HTTP/1.1\r\n"
-                                          "Host: splice.example.com\r\n\r\n"), 0);
-    assert_int_equal(ts_conn_read_response(&c, &r, false, 30000), 0);
-    assert_int_equal(r.status, 200);
-    assert_int_equal(r.body_len, 1048576);
-    assert_true(r.body_fnv == ts_pattern_fnv(1048576));
-    ts_resp_free(&r);
-    ts_conn_close(&c);
-
-    long conns1 = backend_connections(&g_b[2]);
-    int pipes = ts_count_pipe_fds(cr->pid);
-    printf("proxy (%s): 4 MiB down, 4 MiB up + pipelined GET, 1 MiB down on one connection: "
-           "backend connections +%ld, crouter pipe fds %d\n", label, conns1 - conns0 - 1, pipes);
-    /* /count itself is one connection; the exchanges above reused one. */
-    assert_true(conns1 - conns0 - 1 <= 1);
-    assert_true(pipes >= 2);
-}
-
-
-static void test_large_bodies_keep_alive_reuse_and_pipelining(void **state)
-{
-    (void)state;
-    large_bodies_on_one_connection(&g_cr, "upload copied");
-}
-
 /* Sends a POST /sum with pad_bytes of X-Pad header and body_len pattern
  * bytes, framed by before and after (whole requests, may be ""), in one
  * write on c. */
@@ -1046,6 +962,63 @@ static void expect_echo(ts_conn_t *c, const char *target, uint64_t body_len)
     }
     json_decref(echo);
     ts_resp_free(&r);
+}
+
+/* Large Content-Length bodies between plain sockets: downloads are spliced
+ * through a pipe (router/splice.c), uploads copied through a 64 KiB bulk
+ * buffer, or spliced too with splice_request_bodies: true. On one client
+ * connection to cr: a 4 MiB download, a 4 MiB upload with a small GET
+ * pipelined behind it in the same write (the body must end at its
+ * Content-Length and leave the GET for the next exchange), then a small
+ * request and another download. Every body is checked, the backend
+ * connection is reused throughout, and crouter keeps its pipe pooled
+ * afterwards. */
+static void large_bodies_on_one_connection(const ts_crouter_t *cr, const char *label)
+{
+    reg("splice.example.com", &g_b[2], NULL, NULL, NULL);
+    wait_route(cr, "splice.example.com", 1);
+    const uint64_t len = 4u * 1024 * 1024;
+    ts_conn_t c;
+    ts_resp_t r;
+    /* Warm one pooled backend connection, then count from there. */
+    hit(cr->port, "splice.example.com", "/warm", 200);
+    long conns0 = backend_connections(&g_b[2]);
+    assert_int_equal(ts_conn_open(&c, cr->port), 0);
+    assert_int_equal(ts_conn_send_str(&c, "GET /download?bytes=4194304 HTTP/1.1\r\n"
+                                          "Host: splice.example.com\r\n\r\n"), 0);
+    assert_int_equal(ts_conn_read_response(&c, &r, false, 30000), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, len);
+    assert_true(r.body_fnv == ts_pattern_fnv(len));
+    ts_resp_free(&r);
+
+    send_upload_between(&c, "", 0, len, "GET /after-upload HTTP/1.1\r\nHost: splice.example.com\r\n\r\n");
+    expect_echo(&c, "/sum", len);
+    expect_echo(&c, "/after-upload", 0);
+
+    assert_int_equal(ts_conn_send_str(&c, "GET /download?bytes=1048576 HTTP/1.1\r\n"
+                                          "Host: splice.example.com\r\n\r\n"), 0);
+    assert_int_equal(ts_conn_read_response(&c, &r, false, 30000), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, 1048576);
+    assert_true(r.body_fnv == ts_pattern_fnv(1048576));
+    ts_resp_free(&r);
+    ts_conn_close(&c);
+
+    long conns1 = backend_connections(&g_b[2]);
+    int pipes = ts_count_pipe_fds(cr->pid);
+    printf("proxy (%s): 4 MiB down, 4 MiB up + pipelined GET, 1 MiB down on one connection: "
+           "backend connections +%ld, crouter pipe fds %d\n", label, conns1 - conns0 - 1, pipes);
+    /* /count itself is one connection; the exchanges above reused one. */
+    assert_true(conns1 - conns0 - 1 <= 1);
+    assert_true(pipes >= 2);
+}
+
+
+static void test_large_bodies_keep_alive_reuse_and_pipelining(void **state)
+{
+    (void)state;
+    large_bodies_on_one_connection(&g_cr, "upload copied");
 }
 
 /* The same with spliced uploads, on a crouter of its own: an upload first,
