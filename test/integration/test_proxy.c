@@ -1084,20 +1084,24 @@ static long rss_kib(pid_t pid)
 /* Backpressure through the splice path: a client that stops reading a
  * 64 MiB download for a second leaves crouter's memory where it was (the
  * backend waits; at most a pipe and the socket buffers hold bytes), and
- * then gets every byte. */
+ * then gets every byte. Its own crouter with endpoint_timeout 60s: the
+ * suite's 5 s would cut the download (as gorouter's endpoint_timeout does)
+ * when a sanitizer build on a loaded machine needs longer. */
 static void test_spliced_download_to_stalled_client_holds_no_body(void **state)
 {
     (void)state;
+    ts_crouter_t cr;
+    assert_int_equal(ts_crouter_start(&cr, &g_nats, "endpoint_timeout: 60s\n"), 0);
     reg("splice.example.com", &g_b[2], NULL, NULL, NULL);
-    wait_route(&g_cr, "splice.example.com", 1);
+    wait_route(&cr, "splice.example.com", 1);
     const uint64_t len = 64u * 1024 * 1024;
     ts_conn_t c;
-    assert_int_equal(ts_conn_open(&c, g_cr.port), 0);
-    long rss0 = rss_kib(g_cr.pid);
+    assert_int_equal(ts_conn_open(&c, cr.port), 0);
+    long rss0 = rss_kib(cr.pid);
     assert_int_equal(ts_conn_send_str(&c, "GET /download?bytes=67108864 HTTP/1.1\r\n"
                                           "Host: splice.example.com\r\n\r\n"), 0);
     ts_sleep_ms(1000);
-    long rss1 = rss_kib(g_cr.pid);
+    long rss1 = rss_kib(cr.pid);
     ts_resp_t r;
     assert_int_equal(ts_conn_read_response(&c, &r, false, 60000), 0);
     assert_int_equal(r.status, 200);
@@ -1107,6 +1111,7 @@ static void test_spliced_download_to_stalled_client_holds_no_body(void **state)
     ts_conn_close(&c);
     printf("proxy: 64 MiB download, client stalled 1 s: crouter RSS %ld -> %ld KiB while stalled\n", rss0, rss1);
     assert_true(rss1 - rss0 < 8 * 1024);
+    assert_true(ts_crouter_stop_clean(&cr, 15000));
 }
 
 typedef struct {
