@@ -4,7 +4,8 @@
 #
 # Usage: scripts/install-deps.sh [--bench]
 #   --bench   also the benchmark's reference proxies and load generator
-#             (haproxy, nginx-light, wrk)
+#             (haproxy, nginx-light, wrk, openssl), liburing-dev for
+#             bench/floor_forward.c and valgrind for bench/profile
 #
 # Checks each package with dpkg-query; when something is missing it runs
 # `apt-get update` once and installs the missing ones. Quiet and idempotent
@@ -19,10 +20,10 @@ PACKAGES=(
   libcmocka-dev                           # unit tests
   nats-server curl procps                 # run.sh, integration tests
 )
-BENCH_PACKAGES=(haproxy nginx-light wrk)
+BENCH_PACKAGES=(haproxy nginx-light wrk openssl liburing-dev valgrind)
 
 usage() {
-  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 want=("${PACKAGES[@]}")

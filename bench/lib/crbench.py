@@ -139,8 +139,17 @@ def rss_kib(pid, key="VmRSS"):
     return total
 
 
+def install_deps():
+    """scripts/install-deps.sh --bench (haproxy, nginx, wrk, liburing, valgrind and the
+    build dependencies), skipped with CROUTER_NO_INSTALL=1."""
+    if os.environ.get("CROUTER_NO_INSTALL") != "1":
+        subprocess.check_call([os.path.join(ROOT, "scripts", "install-deps.sh"), "--bench"])
+
+
 def build_crouter():
-    """Release build with -g in build-bench/ (CROUTER_BIN skips it); returns the binary."""
+    """Installs what the benchmarks need, then a Release build with -g in build-bench/
+    (CROUTER_BIN skips the build); returns the binary."""
+    install_deps()
     if os.environ.get("CROUTER_BIN"):
         return os.path.abspath(os.environ["CROUTER_BIN"])
     bdir = os.path.join(ROOT, os.environ.get("CROUTER_BENCH_BUILD", "build-bench"))
@@ -152,7 +161,8 @@ def build_crouter():
 
 
 def build_tool(name):
-    """Compiles bench/<name>.c with cc into build-bench/tools/ when out of date."""
+    """Compiles bench/<name>.c with cc into build-bench/tools/ when out of date
+    (nats_flood links libnats, floor_forward liburing, malloc_count is a preload)."""
     src = os.path.join(ROOT, "bench", name + ".c")
     outdir = os.path.join(ROOT, os.environ.get("CROUTER_BENCH_BUILD", "build-bench"), "tools")
     os.makedirs(outdir, exist_ok=True)
@@ -162,9 +172,12 @@ def build_tool(name):
                "-o", out, src, "-ldl"]
     else:
         out = os.path.join(outdir, name)
-        pc = subprocess.check_output(["pkg-config", "--cflags", "--libs", "libnats"], text=True)
-        cmd = ["cc", "-std=gnu11", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-o", out, src] + \
-            pc.split()
+        if name == "floor_forward":
+            libs = ["-luring"]
+        else:
+            libs = subprocess.check_output(["pkg-config", "--cflags", "--libs", "libnats"],
+                                           text=True).split()
+        cmd = ["cc", "-std=gnu11", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-o", out, src] + libs
     if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(src):
         subprocess.check_call(cmd)
     return out
