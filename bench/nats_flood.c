@@ -15,7 +15,10 @@
  * heartbeat: re-registers one endpoint every INTERVAL_MS for SECONDS.
  * churn: RATE pairs per second of router.unregister + router.register for
  * the endpoints of URI, one port after the other, so the pool always keeps
- * all but one of its endpoints; paced in 10 ms slices for SECONDS.
+ * all but one of its endpoints; paced in 10 ms slices for SECONDS. With
+ * FLOOD_SUBJECT_PREFIX=p it publishes p.unregister and p.register instead:
+ * the same load on the publisher and nats-server with nothing for a router
+ * to do (bench/scale's control runs).
  * Every mode ends by itself. Exit status 0 on success, 1 on a NATS error,
  * 2 on a usage error.
  */
@@ -148,7 +151,12 @@ static int run_churn(natsConnection *nc, const char *uri, const char *port_list,
         fprintf(stderr, "nats_flood: churn needs PORTS and RATE > 0\n");
         return 2;
     }
-    char msg[512], inst[64];
+    char msg[512], inst[64], unregister_subject[128], register_subject[128];
+    const char *prefix = getenv("FLOOD_SUBJECT_PREFIX");
+    if (!prefix || !*prefix)
+        prefix = "router";
+    snprintf(unregister_subject, sizeof unregister_subject, "%s.unregister", prefix);
+    snprintf(register_subject, sizeof register_subject, "%s.register", prefix);
     const int64_t slice_ns = 10 * 1000000;
     int64_t start = now_ns(), end = start + (int64_t)seconds * 1000000000;
     long pairs = 0;
@@ -159,8 +167,8 @@ static int run_churn(natsConnection *nc, const char *uri, const char *port_list,
             int port = ports[pairs % nports];
             snprintf(inst, sizeof inst, "bench-instance-%d", (int)(pairs % nports) + 1);
             int len = format_register(msg, sizeof msg, uri, port, inst, 3600);
-            if (publish(nc, "router.unregister", msg, len) != 0 ||
-                publish(nc, "router.register", msg, len) != 0)
+            if (publish(nc, unregister_subject, msg, len) != 0 ||
+                publish(nc, register_subject, msg, len) != 0)
                 return 1;
         }
         natsConnection_Flush(nc);
