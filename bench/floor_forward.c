@@ -8,18 +8,22 @@
  * proxy's CPU per request shows here with almost nothing on top. bench/floor
  * runs it beside HAProxy and crouter; it is a measuring tool, not a product.
  *
- * Two event loops:
+ * Three modes:
  *   epoll  level-triggered epoll with recv/send, as crouter and HAProxy use;
+ *   splice the same loop, but each direction moves through a 1 MiB pipe with
+ *          splice(2) instead of a buffer (crouter splices responses of 64 KiB
+ *          or more): the floor for large bodies;
  *   uring  io_uring (liburing): a recv per socket, answered by a send linked
  *          to the next recv, submitted in batches with one io_uring_enter per
  *          loop turn (single issuer, deferred task work).
  *
- * Usage: floor_forward epoll|uring LISTEN_PORT BACKEND_PORT   (127.0.0.1 only)
- * Single-threaded. Each pair of sockets owns one 64 KiB buffer per direction.
+ * Usage: floor_forward epoll|splice|uring LISTEN_PORT BACKEND_PORT (127.0.0.1 only)
+ * Single-threaded. Each pair of sockets owns one 64 KiB buffer per direction
+ * (splice: one pipe per direction instead).
  *
- * Limits, fine for wrk's keep-alive traffic and nothing else: every byte is
- * copied through user space (no splice, so for large bodies this is a
- * copying proxy, not a lower bound); end of stream or an error on either
+ * Limits, fine for wrk's keep-alive traffic and nothing else: epoll and
+ * uring copy every byte through user space (for large bodies they are
+ * copying proxies, not a lower bound); end of stream or an error on either
  * side closes both at once (no half-close); a backend connection is made
  * per client, blocking, in the loop.
  */
@@ -44,14 +48,18 @@
 #endif
 
 #define DIRECTION_BUF_SIZE (64 * 1024)
+#define DIRECTION_PIPE_SIZE (1024 * 1024)
+
+static bool use_splice; /* epoll loop: move bytes through pipes */
 
 /* One socket of a pair, and the bytes read from it that still go to its peer. */
 struct side {
     int fd;
     struct side *peer;
     struct pair *pair;
-    size_t sent; /* bytes of buf already written to the peer */
-    size_t len;  /* bytes in buf */
+    size_t sent; /* bytes of buf (or of the pipe's contents) already written to the peer */
+    size_t len;  /* bytes in buf, or put into the pipe by the last splice in */
+    int pipe_fds[2]; /* splice mode: [0] read end, [1] write end; else -1 */
     bool waiting_out; /* epoll: the peer's socket was full; events were changed */
     bool recv_armed; /* uring: a recv (possibly queued behind a send) is in flight */
     char buf[DIRECTION_BUF_SIZE];
@@ -116,14 +124,30 @@ static struct pair *pair_open(int client_fd, int backend_port) {
         return NULL;
     }
     set_nodelay(client_fd);
-    p->client = (struct side){.fd = client_fd, .peer = &p->backend, .pair = p};
-    p->backend = (struct side){.fd = backend_fd, .peer = &p->client, .pair = p};
+    p->client = (struct side){.fd = client_fd, .peer = &p->backend, .pair = p,
+                              .pipe_fds = {-1, -1}};
+    p->backend = (struct side){.fd = backend_fd, .peer = &p->client, .pair = p,
+                               .pipe_fds = {-1, -1}};
+    if (use_splice) {
+        struct side *sides[2] = {&p->client, &p->backend};
+        for (int i = 0; i < 2; i++) {
+            if (pipe2(sides[i]->pipe_fds, O_NONBLOCK | O_CLOEXEC) != 0)
+                die("pipe2");
+            fcntl(sides[i]->pipe_fds[1], F_SETPIPE_SZ, DIRECTION_PIPE_SIZE);
+        }
+    }
     return p;
 }
 
 static void pair_free(struct pair *p) {
-    close(p->client.fd);
-    close(p->backend.fd);
+    struct side *sides[2] = {&p->client, &p->backend};
+    for (int i = 0; i < 2; i++) {
+        close(sides[i]->fd);
+        if (sides[i]->pipe_fds[0] >= 0) {
+            close(sides[i]->pipe_fds[0]);
+            close(sides[i]->pipe_fds[1]);
+        }
+    }
     free(p);
 }
 
@@ -143,8 +167,11 @@ static void update_events(int ep, struct side *s) {
 /* Writes what `from` holds to its peer. False when the pair must close. */
 static bool flush_to_peer(int ep, struct side *from) {
     while (from->sent < from->len) {
-        ssize_t n = send(from->peer->fd, from->buf + from->sent, from->len - from->sent,
-                         MSG_NOSIGNAL);
+        ssize_t n = use_splice
+                        ? splice(from->pipe_fds[0], NULL, from->peer->fd, NULL,
+                                 from->len - from->sent, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+                        : send(from->peer->fd, from->buf + from->sent, from->len - from->sent,
+                               MSG_NOSIGNAL);
         if (n > 0) {
             from->sent += (size_t)n;
         } else if (n < 0 && errno == EAGAIN) {
@@ -193,7 +220,10 @@ static void run_epoll(int listen_fd, int backend_port) {
             if (ok && (events[i].events & EPOLLOUT))
                 ok = flush_to_peer(ep, s->peer);
             if (ok && s->len == 0 && (events[i].events & EPOLLIN)) {
-                ssize_t got = recv(s->fd, s->buf, DIRECTION_BUF_SIZE, 0);
+                ssize_t got = use_splice ? splice(s->fd, NULL, s->pipe_fds[1], NULL,
+                                                  DIRECTION_PIPE_SIZE,
+                                                  SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+                                         : recv(s->fd, s->buf, DIRECTION_BUF_SIZE, 0);
                 if (got > 0) {
                     s->len = (size_t)got;
                     ok = flush_to_peer(ep, s);
@@ -324,13 +354,15 @@ static void run_uring(int listen_fd, int backend_port) {
 #endif
 
 int main(int argc, char **argv) {
-    if (argc != 4 || (strcmp(argv[1], "epoll") != 0 && strcmp(argv[1], "uring") != 0)) {
-        fprintf(stderr, "usage: floor_forward epoll|uring LISTEN_PORT BACKEND_PORT\n");
+    if (argc != 4 || (strcmp(argv[1], "epoll") != 0 && strcmp(argv[1], "splice") != 0 &&
+                      strcmp(argv[1], "uring") != 0)) {
+        fprintf(stderr, "usage: floor_forward epoll|splice|uring LISTEN_PORT BACKEND_PORT\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
     int listen_fd = listen_on(atoi(argv[2])), backend_port = atoi(argv[3]);
-    if (strcmp(argv[1], "epoll") == 0) {
+    use_splice = strcmp(argv[1], "splice") == 0;
+    if (use_splice || strcmp(argv[1], "epoll") == 0) {
         run_epoll(listen_fd, backend_port);
     } else {
 #ifdef HAVE_URING
