@@ -32,9 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,12 +42,21 @@
 #include "common/clock.h"
 #include "common/defs.h"
 #include "common/log.h"
+#include "common/thread.h"
 #include "common/xalloc.h"
 
 #define COMPONENT "status"
 #define CONNECTION_LIMIT 256
 #define CONNECTION_TIMEOUT_S 30
-#define ROUTES_NICE 10 /* of the thread building and sending /routes */
+
+/* A /routes of a big table is ~0.5 s of CPU to build and send. Its thread
+ * (one per connection, ended with it, since every response closes) runs at
+ * ROUTES_NICE so that on a busy machine the proxy workers come first: a dump
+ * then takes longer instead of stretching request latency. /health never
+ * comes here. The dump is one registry read section, so while it runs the
+ * entries that route changes replace wait for it to be freed: a slower dump
+ * holds more of them (the churn of those seconds), never a lookup. */
+#define ROUTES_NICE 10
 
 typedef struct listener {
     struct cr_status_server *srv;
@@ -793,20 +800,6 @@ static enum MHD_Result respond_health(const cr_status_server_t *srv, struct MHD_
     return ret;
 }
 
-/* A /routes of a big table is ~0.5 s of CPU to build and send. Its thread
- * (one per connection, ended with it, since every response closes) runs at
- * ROUTES_NICE so that on a busy machine the proxy workers come first: a dump
- * then takes longer instead of stretching request latency. /health never
- * comes here. The dump is one registry read section, so while it runs the
- * entries that route changes replace wait for it to be freed: a slower dump
- * holds more of them (the churn of those seconds), never a lookup. */
-static void lower_thread_priority(void)
-{
-    /* Per thread on Linux: PRIO_PROCESS with a thread id. */
-    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), ROUTES_NICE) != 0)
-        CR_DEBUG(COMPONENT, "could not lower the /routes thread's priority");
-}
-
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **req_cls)
@@ -853,11 +846,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     buf_t b = {0};
     if (is_routes) {
-        lower_thread_priority();
+        if (!cr_thread_set_nice(ROUTES_NICE))
+            CR_DEBUG(COMPONENT, "could not lower the /routes thread's priority");
         build_routes(srv, &b);
-    }
-    else
+    } else {
         build_metrics(srv, &b);
+    }
     return respond(conn, MHD_HTTP_OK, b.data, b.len, true,
                    is_routes ? "application/json" : "text/plain; version=0.0.4");
 }

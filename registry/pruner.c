@@ -19,8 +19,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,6 +27,7 @@
 #include "common/clock.h"
 #include "common/defs.h"
 #include "common/log.h"
+#include "common/thread.h"
 #include "common/xalloc.h"
 #include "registry/registry.h"
 
@@ -70,8 +69,7 @@ static void *run(void *arg)
 {
     cr_pruner_t *pr = arg;
     bool was_down = false;
-    /* Per thread on Linux: PRIO_PROCESS with a thread id. */
-    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19) != 0)
+    if (!cr_thread_set_nice(19))
         CR_DEBUG(COMPONENT, "could not lower the pruner's priority");
     pthread_once(&prune_frees_once, create_prune_frees);
     if (prune_frees)

@@ -602,8 +602,8 @@ static void *worker_main(void *arg)
     w->busy_poll_ns = rt->cfg->busy_poll_ns;
     w->splice_requests = rt->cfg->splice_request_bodies;
     struct rlimit nofile;
-    w->pipes_max = cr_pipe_limit(getrlimit(RLIMIT_NOFILE, &nofile) == 0 ? (uint64_t)nofile.rlim_cur : 1024,
-                                 rt->cfg->workers);
+    uint64_t nofile_soft = getrlimit(RLIMIT_NOFILE, &nofile) == 0 ? nofile.rlim_cur : 1024;
+    w->pipes_max = cr_pipe_limit(nofile_soft, rt->cfg->workers);
     w->load_window_start_ns = w->now_ns;
     while (!atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
         if (!w->drained && atomic_load_explicit(&rt->draining, memory_order_acquire))
